@@ -1,0 +1,177 @@
+"""The bundle: every trained artefact the app needs, in one folder, loaded once.
+
+    bundle = Bundle.load("assets")              # or a Hugging Face Hub repo id, for users online
+    out = bundle.embed(bundle.preprocess(["photo.jpg"]))   # features, logits, probabilities
+
+Layout of a bundle folder (each optional artefact is loaded by its own package's `load`):
+
+    bundle.json               class names, preprocessing, file names, versions
+    model.keras               the CNN (layers "features", "logits", "probabilities")
+    config.json, metrics.json, history.json, figures/*.png
+    ood_detector.joblib       ood.ClassIsolationForests (or the detector the OOD table chose)
+    gallery.npz               similarity.NearestTrainingImages
+    monitoring_reference.json monitoring reference (class mean histograms, baselines)
+    fallback/                 ImageNet fallback model and label map
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from classifier.images import Preprocessing, to_model_input
+
+MANIFEST = "bundle.json"
+MODEL_FILE = "model.keras"
+OOD_FILE = "ood_detector.joblib"
+GALLERY_FILE = "gallery.npz"
+MONITORING_FILE = "monitoring_reference.json"
+FALLBACK_DIR = "fallback"
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class BundleUnavailable(RuntimeError):
+    """A bundle that cannot be loaded: missing folder, or a Hub repo while offline."""
+
+
+@dataclass
+class Embedding:
+    features: np.ndarray  # penultimate layer, (n, d)
+    logits: np.ndarray  # (n, classes)
+    probabilities: np.ndarray  # (n, classes)
+
+
+@dataclass
+class Bundle:
+    directory: Path
+    model: object
+    class_names: tuple
+    preprocessing: Preprocessing
+    manifest: dict
+    metrics: dict = field(default_factory=dict)
+    ood_detector: object = None
+    gallery: object = None
+    monitoring_reference: dict = None
+    fallback: object = None
+
+    @classmethod
+    def load(cls, source="assets", with_fallback=True):
+        """Load a bundle folder, or download one from the Hugging Face Hub (`owner/name`)."""
+        directory = _resolve(source)
+        import keras
+
+        manifest = json.loads((directory / MANIFEST).read_text())
+        bundle = cls(
+            directory=directory,
+            model=keras.saving.load_model(directory / MODEL_FILE, compile=False),
+            class_names=tuple(manifest["class_names"]),
+            preprocessing=Preprocessing.from_dict(manifest["preprocessing"]),
+            manifest=manifest,
+            metrics=_read_json(directory / "metrics.json", {}),
+        )
+        if (directory / OOD_FILE).exists():
+            from ood import load_detector
+
+            bundle.ood_detector = load_detector(directory / OOD_FILE)
+        if (directory / GALLERY_FILE).exists():
+            from similarity import NearestTrainingImages
+
+            bundle.gallery = NearestTrainingImages.load(directory / GALLERY_FILE)
+        if (directory / MONITORING_FILE).exists():
+            bundle.monitoring_reference = _read_json(directory / MONITORING_FILE, None)
+        if with_fallback and (directory / FALLBACK_DIR).exists():
+            from fallback import load_fallback
+
+            bundle.fallback = load_fallback(directory / FALLBACK_DIR)
+        return bundle
+
+    @property
+    def input_shape(self):
+        p = self.preprocessing
+        return (p.height, p.width, p.channels)
+
+    def preprocess(self, sources):
+        """Pictures (paths, bytes, PIL images, arrays) -> float32 batch in [0, 1]."""
+        return np.stack([to_model_input(source, self.preprocessing) for source in sources])
+
+    def embed(self, x, batch_size=512):
+        """A float batch in [0, 1] (or a uint8 batch) -> Embedding of numpy arrays."""
+        return embed(self._extractor(), x, batch_size)
+
+    def _extractor(self):
+        if getattr(self, "_feature_model", None) is None:
+            self._feature_model = feature_model(self.model)
+        return self._feature_model
+
+
+def feature_model(model):
+    """A Keras model that returns [features, logits, probabilities] in one pass."""
+    import keras
+
+    names = ("features", "logits", "probabilities")
+    return keras.Model(model.inputs[0], [model.get_layer(name).output for name in names])
+
+
+def embed(extractor, x, batch_size=512):
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255)
+    if len(x) <= 64:
+        # A direct call skips predict()'s per-call set-up: much faster for one upload.
+        outputs = [np.asarray(o) for o in extractor(x, training=False)]
+    else:
+        outputs = extractor.predict(x, batch_size=batch_size, verbose=0)
+    return Embedding(*(np.asarray(o, dtype=np.float32) for o in outputs))
+
+
+def write_manifest(directory, class_names, preprocessing, extra=None):
+    import keras
+    import sklearn
+
+    manifest = {
+        "class_names": list(class_names),
+        "preprocessing": preprocessing.to_dict(),
+        "model": MODEL_FILE,
+        "feature_layer": "features",
+        "versions": {"keras": keras.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        **(extra or {}),
+    }
+    Path(directory, MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def push_to_hub(directory, repo_id, token=None):
+    """Upload a bundle folder to a Hub model repository (needs network and a token)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        return api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model")
+    except Exception as error:
+        raise BundleUnavailable(f"Could not push to the Hugging Face Hub repo {repo_id!r}: {error}") from error
+
+
+def _resolve(source):
+    path = Path(source)
+    if path.is_dir():
+        if not (path / MANIFEST).exists():
+            raise BundleUnavailable(f"{path} is not a bundle folder (no {MANIFEST}). Build one with: python -m pipeline.build")
+        return path
+    if HUB_REPO_ID.match(str(source)) and not path.exists():
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(repo_id=str(source), repo_type="model"))
+        except Exception as error:
+            raise BundleUnavailable(
+                f"Could not download the bundle {source!r} from the Hugging Face Hub "
+                f"({type(error).__name__}); this machine may be offline. Use a local folder such as assets/."
+            ) from error
+    raise BundleUnavailable(f"No bundle at {source!r}: give a bundle folder or a Hub repo id (owner/name).")
+
+
+def _read_json(path, default):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default

@@ -1,0 +1,158 @@
+"""Turning any picture, from a dataset or from a user, into the model's input.
+
+One path for both, so that what the model was trained on and what it is served are made the same
+way: decode safely, honour EXIF orientation, take the first frame, convert every mode to RGB (or L),
+resize with Lanczos, scale to [0, 1].
+"""
+
+import io
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# An upload bigger than this is refused before it is decoded.
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+# Width x height above which a file is treated as a decompression bomb (a 40-megapixel photo
+# fits; a tiny PNG that claims 100,000 x 100,000 pixels does not).
+MAX_PIXELS = 50_000_000
+
+
+class ImageError(ValueError):
+    """A picture we cannot use; the message is written for the person who sent it."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pictures become model input. Travels inside the bundle, so the app never guesses."""
+
+    height: int = 32
+    width: int = 32
+    channels: int = 3  # 3 = RGB, 1 = grayscale
+    scale: float = 1.0 / 255.0
+    resample: str = "lanczos"
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+
+def open_image(source):
+    """Decode bytes, a path, a PIL image or an array into a fully loaded PIL image.
+
+    Raises ImageError with a plain message for anything that is not a usable picture.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _image_from_array(source)
+    else:
+        data = _read_bytes(source)
+        if not data:
+            raise ImageError("The file is empty.")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError("This file is not an image we can read (try JPEG, PNG, GIF, WebP or BMP).") from None
+        except Image.DecompressionBombError:
+            raise ImageError("The image has too many pixels to be decoded safely.") from None
+        except Exception as error:
+            raise ImageError(f"The image could not be read ({type(error).__name__}).") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError("The image has no pixels.")
+    # Checked before decoding: a small file can claim billions of pixels.
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"The image is {width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+        )
+    try:
+        image.seek(0)  # first frame of an animated GIF or WebP
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(f"The image is damaged or truncated and could not be decoded ({error}).") from None
+    except EOFError:
+        raise ImageError("The image is truncated and could not be decoded.") from None
+    return image
+
+
+def to_mode(image, channels=3):
+    """Convert any Pillow mode to RGB (channels=3) or L (channels=1), 8 bits per channel."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = _high_depth_to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels carry arbitrary colours; show them on white, as a browser would.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    target = "RGB" if channels == 3 else "L"
+    return image.convert(target)
+
+
+def resize(image, height, width):
+    return image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def to_uint8(source, preprocessing=Preprocessing()):
+    """Any picture -> uint8 array of shape (height, width, channels), Lanczos-resized."""
+    image = to_mode(open_image(source), preprocessing.channels)
+    image = resize(image, preprocessing.height, preprocessing.width)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def to_model_input(source, preprocessing=Preprocessing()):
+    """Any picture -> float32 array in [0, 1] of shape (height, width, channels)."""
+    return to_uint8(source, preprocessing).astype(np.float32) * np.float32(preprocessing.scale)
+
+
+def _read_bytes(source):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+        except OSError:
+            raise ImageError("The uploaded file could not be found.") from None
+        if size > MAX_UPLOAD_BYTES:
+            raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        with open(source, "rb") as handle:
+            return handle.read()
+    if hasattr(source, "read"):
+        return source.read(MAX_UPLOAD_BYTES + 1)
+    raise ImageError(f"Unsupported input type: {type(source).__name__}.")
+
+
+def _image_from_array(array):
+    if array.size == 0:
+        raise ImageError("The image has no pixels.")
+    if array.dtype != np.uint8:
+        array = np.asarray(array, dtype=np.float64)
+        high = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        array = np.clip(array / high * 255.0, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3):
+        raise ImageError(f"An image array must be 2- or 3-dimensional, not {array.ndim}.")
+    return Image.fromarray(array)
+
+
+def _high_depth_to_8bit(image):
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+    else:
+        # 16-bit files (I;16 or I holding 0..65535) are scaled down; 8-bit data in an I image stays.
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")

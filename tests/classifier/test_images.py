@@ -1,0 +1,117 @@
+"""Decoding and resizing of every kind of picture a user can send."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier.images import ImageError, Preprocessing, open_image, to_model_input, to_uint8
+
+
+def encode(image, format="PNG", **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo(photo_paths):
+    return Image.open(photo_paths[0]).convert("RGB")
+
+
+def test_odd_sized_rgb_is_lanczos_resized_to_model_input(photo):
+    odd = photo.resize((37, 53))
+    expected = np.asarray(odd.resize((32, 32), Image.Resampling.LANCZOS))
+    assert np.array_equal(to_uint8(encode(odd)), expected)
+    got = to_model_input(encode(odd))
+    assert got.shape == (32, 32, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected / 255, atol=1e-6)
+    assert 0.0 <= got.min() and got.max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "I", "F", "1"])
+def test_every_mode_becomes_rgb(photo, mode):
+    image = photo.convert(mode) if mode not in ("I;16", "I", "F") else photo.convert("L").convert(mode)
+    data = encode(image, "TIFF" if mode in ("CMYK", "F") else "PNG")
+    got = to_uint8(data)
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8
+    assert got.std() > 5, "the picture's content survived the conversion"
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    got = to_uint8(encode(Image.fromarray(ramp)))
+    assert got.min() < 20 and got.max() > 235
+
+
+def test_alpha_is_composited_on_white():
+    transparent = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    got = to_uint8(encode(transparent))
+    assert (got == 255).all()
+
+
+def test_exif_orientation_is_honoured():
+    # A 60x20 picture, left half black, stored with EXIF "rotate 90 clockwise" (orientation 6).
+    array = np.zeros((20, 60, 3), np.uint8)
+    array[:, 30:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = open_image(encode(Image.fromarray(array), "JPEG", exif=exif))
+    assert image.size == (20, 60)
+    pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels[:25].mean() < 60 and pixels[-25:].mean() > 200
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    got = to_uint8(buffer.getvalue())
+    assert got[..., 0].mean() > 200 and got[..., 2].mean() < 50
+
+
+def test_one_pixel_image():
+    got = to_uint8(encode(Image.new("RGB", (1, 1), (10, 200, 30))))
+    assert got.shape == (32, 32, 3)
+    assert np.abs(got.astype(int) - [10, 200, 30]).max() <= 1
+
+
+def test_grayscale_preprocessing_gives_one_channel(photo):
+    got = to_model_input(encode(photo), Preprocessing(height=28, width=28, channels=1))
+    assert got.shape == (28, 28, 1)
+
+
+def _png_claiming(width, height):
+    """A valid PNG header that claims a huge size, with almost no data: a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"this is plainly a text file, not a picture", "not an image"),
+        (_png_claiming(100_000, 100_000), "pixels"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(data, message):
+    with pytest.raises(ImageError, match=message):
+        to_uint8(data)
+
+
+def test_truncated_jpeg_gets_a_clear_message(photo):
+    data = encode(photo, "JPEG")
+    with pytest.raises(ImageError, match="truncated|damaged"):
+        to_uint8(data[: len(data) // 3])
+
+
+def test_missing_file_gets_a_clear_message(tmp_path):
+    with pytest.raises(ImageError, match="could not be found"):
+        to_uint8(tmp_path / "nothing-here.jpg")
