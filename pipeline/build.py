@@ -30,9 +30,9 @@ class BuildConfig:
     runs_dir: str = "runs"
     stages: tuple = STAGES
     example_photos: tuple = (
-        "n02123045_tabby.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
-        "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG", "n02206856_bee.JPEG",
-        "n03417042_garbage_truck.JPEG", "n04548280_wall_clock.JPEG", "n07873807_pizza.JPEG",
+        "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
+        "n02110958_pug.JPEG", "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG",
+        "n04461696_tow_truck.JPEG", "n04548280_wall_clock.JPEG", "n09472597_volcano.JPEG",
     )
 
 

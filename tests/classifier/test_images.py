@@ -1,20 +1,11 @@
 """Decoding and resizing of every kind of picture a user can send."""
 
-import io
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from classifier.images import ImageError, Preprocessing, open_image, to_model_input, to_uint8
-
-
-def encode(image, format="PNG", **options):
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
+from tests.bad_inputs import animated_gif, encode, png_claiming
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +57,7 @@ def test_exif_orientation_is_honoured():
 
 
 def test_animated_gif_uses_first_frame():
-    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 0, 255))]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    got = to_uint8(buffer.getvalue())
+    got = to_uint8(animated_gif())
     assert got[..., 0].mean() > 200 and got[..., 2].mean() < 50
 
 
@@ -84,21 +72,12 @@ def test_grayscale_preprocessing_gives_one_channel(photo):
     assert got.shape == (28, 28, 1)
 
 
-def _png_claiming(width, height):
-    """A valid PNG header that claims a huge size, with almost no data: a decompression bomb."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize(
     "data, message",
     [
         (b"", "empty"),
         (b"this is plainly a text file, not a picture", "not an image"),
-        (_png_claiming(100_000, 100_000), "pixels"),
+        (png_claiming(100_000, 100_000), "pixels"),
     ],
 )
 def test_bad_input_gets_a_clear_message(data, message):

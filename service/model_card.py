@@ -1,0 +1,51 @@
+"""The Model tab's text: what the bundle is and how well it does, from its metrics.json."""
+
+
+def model_card_markdown(bundle):
+    metrics = bundle.metrics or {}
+    classifier = metrics.get("classifier", {})
+    training = metrics.get("training", {})
+    p = bundle.preprocessing
+    lines = ["## The model"]
+    if training:
+        seconds = training.get("fit_seconds")
+        lines.append(
+            f"Preset **{training.get('preset')}**, {training.get('epochs_run')} epochs"
+            + (f", trained in {seconds / 60:.1f} min on {training.get('machine')}" if seconds else "")
+            + "."
+        )
+    lines.append(f"Input: {p.height}×{p.width}, {'RGB' if p.channels == 3 else 'grayscale'}, Lanczos resize, pixels scaled to [0, 1].")
+    accuracy_rows = [
+        ("CIFAR-10 test, 10-class accuracy", "cifar10_test_accuracy_10_class"),
+        ("CIFAR-10 test, with all 13 classes allowed", "cifar10_test_accuracy_13_class"),
+        ("Extra classes (Tiny ImageNet val)", "extra_classes_test_accuracy"),
+        ("All 13 classes, whole test split", "test_accuracy_13_class"),
+    ]
+    present = [(label, classifier[key]) for label, key in accuracy_rows if key in classifier]
+    if present:
+        lines += ["", "| Test set | Accuracy |", "|---|---|"] + [f"| {label} | {value:.1%} |" for label, value in present]
+    per_class = classifier.get("per_class", {})
+    if per_class:
+        lines += ["", "| Class | Precision | Recall | F1 |", "|---|---|---|---|"]
+        for name in bundle.class_names:
+            row = per_class.get(name)
+            if row:
+                lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
+    lines += _ood_lines(metrics.get("ood", {}))
+    return "\n".join(lines)
+
+
+def _ood_lines(ood):
+    table = ood.get("table")
+    if not table:
+        return []
+    rows = table if isinstance(table, list) else [{"method": name, **values} for name, values in table.items()]
+    columns = [key for key in rows[0] if key != "method"]
+    lines = ["", "## Refusing unknown pictures (OOD detection)"]
+    if ood.get("shipped"):
+        lines.append(f"Shipped detector: **{ood['shipped']}**. {ood.get('why', '')}")
+    lines += ["", "| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append(f"| {row.get('method', '')} | " + " | ".join(cells) + " |")
+    return lines
