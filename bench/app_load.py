@@ -1,0 +1,83 @@
+"""Load bench: N concurrent clients x M uploads of real photos against the real app.
+
+    python -m bench.app_load [--assets assets] [--clients 8] [--uploads 200]
+
+Prints the start-up time, errors, and p50/p95 latency overall and for CNN-answered uploads.
+Photos: CIFAR-10 test images (mostly CNN-answered) and ImageNet sample photos, alternating.
+"""
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.app_server import running_app
+from classifier.data import SHARED_DATA, load_image_folder
+
+
+def photos(folder, count):
+    x, _, _ = load_image_folder(SHARED_DATA / "cifar10-jpeg.tgz", "cifar10/test", limit_per_class=count // 20 + 1)
+    paths = []
+    for index, image in enumerate(x[: count // 2]):
+        path = Path(folder) / f"cifar{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    paths += sorted((SHARED_DATA / "imagenet-samples").glob("*.JPEG"))[: count - len(paths)]
+    return paths
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", default="assets")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--uploads", type=int, default=200, help="per client")
+    args = parser.parse_args()
+    from gradio_client import Client, handle_file
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = photos(scratch, 200)
+        with running_app(args.assets, Path(scratch) / "state") as (url, startup):
+            print(f"app start-up: {startup:.1f} s")
+            results, lock = [], threading.Lock()
+
+            def client_loop(offset):
+                client = Client(url, verbose=False)
+                for i in range(args.uploads):
+                    path = paths[(offset * 37 + i) % len(paths)]
+                    began = time.perf_counter()
+                    try:
+                        verdict = client.predict(handle_file(str(path)), api_name="/classify")[0]
+                        ok = not verdict.startswith("### ⚠️")
+                    except Exception as error:  # counted, not raised: the bench reports errors
+                        verdict, ok = repr(error), False
+                    with lock:
+                        results.append((time.perf_counter() - began, ok, verdict))
+
+            began = time.perf_counter()
+            threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - began
+
+    latencies = np.array([r[0] for r in results]) * 1000
+    errors = sum(not r[1] for r in results)
+    cnn = np.array([r[0] for r in results if "fallback" not in r[2] and "Sorry" not in r[2] and r[1]]) * 1000
+    print(f"{args.clients} clients x {args.uploads} uploads = {len(results)} requests in {wall:.1f} s "
+          f"({len(results) / wall:.1f} uploads/s), errors: {errors}")
+    print(f"all uploads:       p50 {np.percentile(latencies, 50):.0f} ms, p95 {np.percentile(latencies, 95):.0f} ms")
+    if len(cnn):
+        print(f"CNN-answered ({len(cnn)}): p50 {np.percentile(cnn, 50):.0f} ms, p95 {np.percentile(cnn, 95):.0f} ms")
+    if errors:
+        print("first error:", next(r[2] for r in results if not r[1])[:300])
+    print(f"mean {statistics.mean(latencies):.0f} ms; one upload without HTTP or queueing: python -m bench.predict_latency")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+
+from monitoring import metrics
+from monitoring.log import LogError, PredictionLog
+
+
+def record(image, predicted_class="cat", confidence=0.8, **extra):
+    return {
+        "predicted_class": predicted_class, "confidence": confidence,
+        "entropy": metrics.intensity_entropy(image), "histogram_distance": 0.2,
+        "colour_histogram": metrics.colour_histogram(image), "image": image, **extra,
+    }
+
+
+def test_append_recent_tag_and_count(tmp_path, small_dataset):
+    images = small_dataset.x_test[:12]
+    with PredictionLog(tmp_path / "log.sqlite") as log:
+        ids = [log.append(record(image, confidence=0.5 + i / 100)) for i, image in enumerate(images)]
+        assert log.count() == 12
+        log.tag(ids[3], "dog")
+        recent = log.recent(10)
+        assert [row["id"] for row in recent] == ids[::-1][:10]  # newest first
+        np.testing.assert_array_equal(recent[0]["image"], images[-1])  # PNG thumbnails are lossless
+        assert recent[0]["confidence"] == pytest.approx(0.61) and recent[0]["answered_by"] == "cnn"
+        assert recent[0]["utc"].endswith("+00:00")
+        assert [row["tag"] for row in log.recent(12) if row["id"] == ids[3]] == ["dog"]
+
+
+def test_concurrent_writers_lose_no_rows(tmp_path, small_dataset):
+    images = small_dataset.x_test[:50]
+    log = PredictionLog(tmp_path / "log.sqlite", busy_timeout_s=30)
+    threads, per_thread, errors = 8, 100, []
+
+    def write(thread):
+        try:
+            for i in range(per_thread):
+                log.append(record(images[i % len(images)], predicted_class=f"thread{thread}", confidence=i / per_thread))
+        except Exception as error:  # surfaced below: a lost row must fail the test, not vanish
+            errors.append(error)
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert log.count() == threads * per_thread
+    window = log.window()
+    assert len(set(window["id"])) == threads * per_thread
+    for t in range(threads):
+        assert np.sum(window["predicted_class"] == f"thread{t}") == per_thread
+    log.close()
+
+
+def test_a_reopened_database_keeps_everything(tmp_path, small_dataset):
+    path = tmp_path / "log.sqlite"
+    images = small_dataset.x_test[:30]
+    log = PredictionLog(path)
+    ids = [log.append(record(image, answered_by="refused" if i % 3 == 0 else "cnn", ood=i % 3 == 0, time=1_700_000_000 + i))
+           for i, image in enumerate(images)]
+    log.tag(ids[0], "insects")
+    log.close()
+
+    reopened = PredictionLog(path)
+    assert reopened.count() == 30
+    window = reopened.window(histograms=True)
+    np.testing.assert_array_equal(window["id"], ids)
+    np.testing.assert_array_equal(window["ood"], [i % 3 == 0 for i in range(30)])
+    np.testing.assert_allclose(window["entropy"], metrics.intensity_entropies(images))
+    np.testing.assert_allclose(window["colour_histogram"], metrics.colour_histograms(images).reshape(30, -1), atol=1e-7)
+    oldest = reopened.recent(30)[-1]
+    assert oldest["tag"] == "insects" and oldest["answered_by"] == "refused"
+    np.testing.assert_array_equal(oldest["image"], images[0])
+    reopened.close()
+
+
+def test_wal_mode_and_the_dashboard_queries_use_indexes(tmp_path, small_dataset):
+    path = tmp_path / "log.sqlite"
+    PredictionLog(path).append(record(small_dataset.x_test[0]))
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    plan = " ".join(row[-1] for row in connection.execute("EXPLAIN QUERY PLAN SELECT * FROM predictions WHERE time >= 0"))
+    assert "predictions_time" in plan
+    plan = " ".join(row[-1] for row in connection.execute(
+        "EXPLAIN QUERY PLAN SELECT confidence FROM predictions WHERE predicted_class = 'cat' AND time >= 0"))
+    assert "predictions_class_time" in plan
+    connection.close()
+
+
+def test_window_and_timeline(tmp_path, small_dataset):
+    images = small_dataset.x_test[:40]
+    with PredictionLog(tmp_path / "log.sqlite") as log:
+        for i, image in enumerate(images):
+            log.append(record(image, predicted_class="cat" if i % 2 else "dog", confidence=i / 40, time=1000.0 + i))
+        assert len(log.window(last=7)["id"]) == 7
+        since = log.window(since=1030.0)
+        np.testing.assert_allclose(since["time"], 1030.0 + np.arange(10))
+        assert len(log.window(since=1010.0, until=1020.0)["id"]) == 10
+        starts, timeline = log.timeline(buckets=4)
+        assert timeline["count"].sum() == 40
+        cats = timeline["class"] == "cat"
+        # Per-class means, weighted by count, give back the class's overall mean.
+        mean = np.sum(timeline["confidence"][cats] * timeline["count"][cats]) / timeline["count"][cats].sum()
+        assert mean == pytest.approx(np.mean(np.arange(1, 40, 2) / 40))
+        assert starts[0] == pytest.approx(1000.0)
+
+
+def test_bad_records_and_rows_get_clear_errors(tmp_path, small_dataset):
+    image = small_dataset.x_test[0]
+    with PredictionLog(tmp_path / "log.sqlite") as log:
+        with pytest.raises(ValueError, match="answered_by"):
+            log.append(record(image, answered_by="oracle"))
+        with pytest.raises(ValueError, match="finite"):
+            log.append(record(image, confidence=float("nan")))
+        with pytest.raises(ValueError, match="Unknown"):
+            log.append(record(image, colour="red"))
+        with pytest.raises(ValueError, match="No logged prediction"):
+            log.tag(12345, "cat")
+        assert log.count() == 0
+
+
+def test_a_file_that_is_not_sqlite_gets_a_log_error(tmp_path):
+    path = tmp_path / "log.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LogError, match="prediction log"):
+        PredictionLog(path)
