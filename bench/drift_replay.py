@@ -69,6 +69,9 @@ class CachedEmbedder:
         embedding = embed(self._extractor, images)
         print(f"  embedded {name}: {len(images)} images in {time.perf_counter() - started:.0f} s", flush=True)
         CACHE.mkdir(parents=True, exist_ok=True)
+        for stale in CACHE.glob("embedding-*.npz"):  # another model's: never read again
+            if not stale.name.startswith(f"embedding-{self.key}-"):
+                stale.unlink()
         np.savez(file, features=embedding.features, logits=embedding.logits, probabilities=embedding.probabilities)
         return embedding
 

@@ -42,6 +42,11 @@ class DataConfig:
     # Image-folder trees (<class>/<image>) added to the training split, e.g. users' corrections
     # saved by similarity.FeedbackStore. Their class folders must be among our class names.
     extra_train_folders: tuple = ()
+    # Add Tiny ImageNet val/ images whose synset WordNet maps onto one of our classes (dogs, cars,
+    # insects...), except the extra classes' own synsets, whose val images are our test split.
+    # Without them every Tiny ImageNet picture is an extra class, and the CNN learns the look of a
+    # downscaled photo as the cue for those classes, so real photos all land there.
+    tiny_imagenet_val_in_train: bool = False
     cache_dir: str = ".cache/data"
     seed: int = 0
 
@@ -239,7 +244,9 @@ def _load_extra_folder(folder, class_names, preprocessing):
 
 
 def _load_cached(config):
-    key = {name: value for name, value in asdict(config).items() if name not in ("cache_dir", "val_fraction", "balance", "seed")}
+    # Only what _load_raw reads: the split, balancing and extra folders are applied afresh each time.
+    skip = ("cache_dir", "val_fraction", "balance", "seed", "extra_train_folders")
+    key = {name: value for name, value in asdict(config).items() if name not in skip}
     for archive in (config.cifar10_archive, config.tiny_imagenet_archive):
         key[archive] = os.path.getsize(archive) if os.path.exists(archive) else None
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -270,11 +277,35 @@ def _load_raw(config):
         x, _ = load_tiny_imagenet_val(config.tiny_imagenet_archive, wnids, p)
         xs_test.append(x if limit is None else x[:limit])
         ys_test.append(np.full(len(xs_test[-1]), offset))
+    if config.tiny_imagenet_val_in_train:
+        x, y = _tiny_imagenet_val_of_our_classes(config, names + tuple(config.extra_classes))
+        xs_train.append(x)
+        ys_train.append(y)
     return {
         "x_train": np.concatenate(xs_train), "y_train": np.concatenate(ys_train).astype(np.int64),
         "x_test": np.concatenate(xs_test), "y_test": np.concatenate(ys_test).astype(np.int64),
         "class_names": np.array(names + tuple(config.extra_classes)),
     }
+
+
+def _tiny_imagenet_val_of_our_classes(config, class_names):
+    # The WordNet map of ImageNet classes onto ours lives with the fallback, which needs it too.
+    # Only synsets that the OOD evaluation also counts as ours are taken, so that no picture of a
+    # near-OOD class is ever trained on.
+    from fallback.label_map import build_label_map, read_wordnet
+    from ood.wordnet import is_ours
+
+    imagenet_wnids = read_wordnet().imagenet_wnids
+    test_wnids = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids}
+    ours = {
+        imagenet_wnids[index]: target for index, target in build_label_map(class_names=class_names).items()
+        if target is not None and imagenet_wnids[index] not in test_wnids and is_ours(imagenet_wnids[index])
+    }
+    wnids = sorted(ours)
+    x, y = load_tiny_imagenet_val(config.tiny_imagenet_archive, wnids, config.preprocessing)
+    if config.limit_per_class is not None:
+        x, y = x[: config.limit_per_class], y[: config.limit_per_class]
+    return x, np.array([ours[wnids[i]] for i in y], dtype=np.int64)
 
 
 def _stratified_split(labels, fraction, rng):

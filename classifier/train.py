@@ -90,7 +90,13 @@ def load_or_train(config, dataset, runs_dir="runs", verbose="auto"):
 
     import keras
 
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    identity = asdict(config)
+    if config.data.extra_train_folders:
+        # New corrections in a feedback folder must mean a new run, not the old one reused.
+        identity["extra_train_files"] = sorted(
+            str(path) for folder in config.data.extra_train_folders for path in Path(folder).rglob("*.png")
+        )
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     out_dir = Path(runs_dir) / f"{config.preset}-{key}"
     if (out_dir / "model.keras").exists() and (out_dir / "history.json").exists():
         history = json.loads((out_dir / "history.json").read_text())
@@ -119,12 +125,13 @@ if __name__ == "__main__":
     parser.add_argument("--learning-rate", type=float, default=defaults.peak_learning_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--limit-per-class", type=int, default=None, help="small runs")
+    parser.add_argument("--tiny-imagenet-val", action="store_true", help="also train on Tiny ImageNet val images of our classes")
     parser.add_argument("--runs", default="runs", help="folder of training runs")
     args = parser.parse_args()
     config = TrainConfig(
         preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
         peak_learning_rate=args.learning_rate, seed=args.seed,
-        data=DataConfig(limit_per_class=args.limit_per_class, seed=args.seed),
+        data=DataConfig(limit_per_class=args.limit_per_class, seed=args.seed, tiny_imagenet_val_in_train=args.tiny_imagenet_val),
     )
     _, history, out_dir = load_or_train(config, prepare_dataset(config.data), args.runs)
     print(f"{out_dir}: val_accuracy {max(history['val_accuracy']):.4f}, fit {history['fit_seconds']:.0f} s")

@@ -141,6 +141,7 @@ if __name__ == "__main__":
     parser.add_argument("--preset", default=TrainConfig().preset)
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     parser.add_argument("--feedback", action="append", default=[], help="image-folder tree of user corrections to train on")
+    parser.add_argument("--tiny-imagenet-val", action="store_true", help="also train on Tiny ImageNet val images of our classes")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch: checks the pipeline end to end")
     args = parser.parse_args()
@@ -148,6 +149,7 @@ if __name__ == "__main__":
     if args.smoke:
         config = smoke_config(args.out, args.runs, stages)
     else:
-        train = TrainConfig(preset=args.preset, epochs=args.epochs, data=DataConfig(extra_train_folders=tuple(args.feedback)))
+        train = TrainConfig(preset=args.preset, epochs=args.epochs, data=DataConfig(
+            extra_train_folders=tuple(args.feedback), tiny_imagenet_val_in_train=args.tiny_imagenet_val))
         config = BuildConfig(train=train, out_dir=args.out, runs_dir=args.runs, stages=stages)
     build(config)

@@ -128,3 +128,14 @@ def test_a_file_that_is_not_sqlite_gets_a_log_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LogError, match="prediction log"):
         PredictionLog(path)
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path, small_dataset):
+    log = PredictionLog(tmp_path / "log.sqlite")
+    for _ in range(20):
+        worker = threading.Thread(target=log.append, args=(record(small_dataset.x_test[0]),))
+        worker.start()
+        worker.join()
+    log.count()  # a new connection is opened after all workers ended
+    assert log.count() == 20 and len(log._connections) <= 2
+    log.close()

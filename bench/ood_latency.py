@@ -1,0 +1,70 @@
+"""Time the OOD check for one upload: the shipped detector's predict(features, class), batch of 1.
+
+    python bench/ood_latency.py              # assets/ood_detector.joblib, else fitted on dev features
+    python bench/ood_latency.py --runs 2000
+
+Prints the median and 95th percentile over many single-image calls (goal: under 5 ms on this
+CPU), and, for the forests, scikit-learn's own IsolationForest.score_samples on the same image.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def detector_and_features(bundle_dir):
+    """The shipped detector (or one fitted on the dev model's features) and real test features."""
+    from ood import ClassIsolationForests, load_detector
+    from ood.dev import dev_embeddings
+    from ood.evaluate import true_positives
+
+    path = Path(bundle_dir) / "ood_detector.joblib"
+    model = Path(bundle_dir) / "model.keras"
+    features = dev_embeddings(per_class=100, model_path=model if model.exists() else None)
+    if path.exists():
+        return load_detector(path), features["test"], str(path)
+    train, val = true_positives(features["train"]), true_positives(features["val"])
+    detector = ClassIsolationForests(n_classes=13).fit(*train).calibrate(*val)
+    return detector, features["test"], "ClassIsolationForests fitted on dev features (no shipped detector)"
+
+
+def time_calls(function, samples, runs):
+    for index in range(20):  # warm-up
+        function(index % len(samples))
+    seconds = []
+    for index in range(runs):
+        started = time.perf_counter()
+        function(index % len(samples))
+        seconds.append(time.perf_counter() - started)
+    return np.median(seconds) * 1e3, np.percentile(seconds, 95) * 1e3
+
+
+def main(bundle_dir=REPO / "assets", runs=1000):
+    detector, test, source = detector_and_features(bundle_dir)
+    features = test["features"]
+    classes = test["logits"].argmax(axis=1)
+    print(f"detector: {type(detector).__name__} from {source}")
+    median, p95 = time_calls(lambda i: detector.predict(features[i : i + 1], classes[i : i + 1]), features, runs)
+    print(f"predict, one image: median {median:.3f} ms, p95 {p95:.3f} ms over {runs} calls (goal < 5 ms)")
+    if hasattr(detector, "forests_"):
+        prepared = detector._prepare(features)
+        forest = lambda i: detector.forests_[min(classes[i], len(detector.forests_) - 1)]  # noqa: E731
+        median, p95 = time_calls(lambda i: forest(i).score_samples(prepared[i : i + 1]), features, min(runs, 300))
+        print(f"for comparison, scikit-learn IsolationForest.score_samples, one image: median {median:.3f} ms, p95 {p95:.3f} ms")
+    return median
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", nargs="?", default=str(REPO / "assets"))
+    parser.add_argument("--runs", type=int, default=1000)
+    args = parser.parse_args()
+    main(args.bundle, args.runs)

@@ -1,0 +1,243 @@
+"""Which of our 13 classes each ImageNet-1k class belongs to, derived from the WordNet hierarchy.
+
+    label_map = build_label_map()            # {imagenet index: our class index, or None}
+    save_label_map("bundle/fallback", label_map)
+    label_map = load_label_map("bundle/fallback")
+
+An ImageNet class maps to our class when its synset lies under one of that class's root synsets
+(ROOT_SYNSETS), unless OVERRIDES says otherwise. None means "none of ours": the fallback's
+probability on it counts for no class. Decisions, where WordNet and common sense (or the
+definitions of CIFAR-10 and CIFAR-100) part ways:
+
+- airplane: WordNet files warplane under military aircraft, not airplane; ImageNet's "wing" photos
+  are airliner wings seen from the cabin. Both -> airplane. Airship, balloon, space shuttle: none.
+- automobile / truck: CIFAR-10 says "automobile: sedans, SUVs, things of that sort; truck: only big
+  trucks; neither includes pickup trucks". So minivan (under both car and truck in WordNet) ->
+  automobile, pickup -> none, ambulance (a car in WordNet, a box-bodied van in the photos) -> truck,
+  snowplow (plough trucks in the photos) -> truck, grille (close-ups of car fronts) -> automobile.
+  Jeep, cab, station wagon, limousine, Model T, racer, sports car stay automobile; police van and
+  moving van stay truck (vans are trucks in WordNet). Go-kart, golf cart, amphibious vehicle,
+  tractor, forklift, buses, recreational vehicle, car wheel: none.
+- ship: the whole "vessel, watercraft" subtree (CIFAR-10's ship pictures include boats of all
+  sizes), so canoe, speedboat, catamaran, submarine and wreck are ships.
+- cat: domestic cats only (tabby, tiger cat, Persian, Siamese, Egyptian cat), as in CIFAR-10; big
+  cats, lynx and cougar are none.
+- dog: the 118 breeds under "dog, domestic dog", plus dingo (a feral domestic dog; WordNet puts it
+  with the wild dogs). Wolves, foxes, dhole, African hunting dog, hyena: none.
+- deer: ImageNet-1k has no deer. Its antelopes (hartebeest, impala, gazelle) are what a person
+  calls a deer at a glance -> deer. Other bovids (ram, bighorn, ibex) are none.
+- horse: sorrel only. Zebra is none (not a horse, and no CIFAR class holds it).
+- fruit_and_vegetables: edible fruit and vegetables, plus every mushroom-like fungus (CIFAR-100's
+  mushroom class is wild mushrooms), corn and ear of corn. Mashed potato is a dish, not produce:
+  none. Acorn, buckeye, rose hip, rapeseed (a flower field): none.
+- insects: everything under "insect" (beetles, bees, ants, butterflies, dragonflies...). Spiders,
+  ticks, centipedes are not insects: none.
+- large_omnivores_and_herbivores: CIFAR-100 defines it by five classes (camel, cattle, chimpanzee,
+  elephant, kangaroo), not by its name (it puts bears among the large carnivores). We take their
+  close kin: bovines (ox, water buffalo, bison), camelids (Arabian camel, llama), great apes
+  (chimpanzee, gorilla, orangutan), elephants (Indian, African, tusker) and the wallaby (a kangaroo
+  in WordNet). Zebra, hippopotamus, hogs, sheep and goats are none.
+"""
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from classifier.data import SHARED_DATA
+from classifier.labels import CLASS_NAMES
+
+WORDNET_DIR = SHARED_DATA / "wordnet"
+LABEL_MAP_TEXT = "label_map.txt"
+LABEL_MAP_JSON = "label_map.json"
+
+ROOT_SYNSETS = {
+    "airplane": ("n02691156",),  # airplane, aeroplane, plane
+    "automobile": ("n02958343",),  # car, auto, automobile
+    "bird": ("n01503061",),  # bird
+    "cat": ("n02121808",),  # domestic cat, house cat
+    "deer": ("n02430045",),  # deer, cervid (no ImageNet-1k class below it; see OVERRIDES)
+    "dog": ("n02084071",),  # dog, domestic dog
+    "frog": ("n01639765",),  # frog, toad
+    "horse": ("n02374451",),  # horse, Equus caballus
+    "ship": ("n04530566",),  # vessel, watercraft
+    "truck": ("n04490091",),  # truck, motortruck
+    "fruit_and_vegetables": ("n07705931", "n07707451", "n12992868"),  # edible fruit, vegetable, fungus
+    "insects": ("n02159955",),  # insect
+    # cattle, Old World buffalo, camel, great ape, elephant, kangaroo
+    "large_omnivores_and_herbivores": ("n02402425", "n02407959", "n02437136", "n02480153", "n02503517", "n01877134"),
+}
+
+# ImageNet wnid -> (our class or None, why). Applied after the hierarchy; the only way to settle
+# a class that falls under two of our roots.
+OVERRIDES = {
+    "n04552348": ("airplane", "warplane: WordNet files it under military aircraft, not airplane"),
+    "n04592741": ("airplane", "wing: ImageNet's photos are airliner wings seen from the cabin"),
+    "n03770679": ("automobile", "minivan: under both car and truck; CIFAR-10's automobile includes SUVs and the like"),
+    "n03930630": (None, "pickup: CIFAR-10's automobile and truck both exclude pickup trucks"),
+    "n02701002": ("truck", "ambulance: a car in WordNet, a box-bodied van in the photos"),
+    "n04252225": ("truck", "snowplow: the photos are trucks with plough blades"),
+    "n03459775": ("automobile", "grille: close-ups of car fronts"),
+    "n02115641": ("dog", "dingo: a feral domestic dog; WordNet files it with the wild dogs"),
+    "n02422106": ("deer", "hartebeest: ImageNet has no deer; antelopes look like deer to a person"),
+    "n02422699": ("deer", "impala: ImageNet has no deer; antelopes look like deer to a person"),
+    "n02423022": ("deer", "gazelle: ImageNet has no deer; antelopes look like deer to a person"),
+    "n07711569": (None, "mashed potato: a dish, not produce"),
+    "n12144580": ("fruit_and_vegetables", "corn: WordNet files it as a seed, people as a vegetable"),
+    "n13133613": ("fruit_and_vegetables", "ear: ImageNet's photos are ears of corn"),
+    "n02410509": ("large_omnivores_and_herbivores", "bison: a bovine, directly under bovid in this hierarchy"),
+    "n02437616": ("large_omnivores_and_herbivores", "llama: a camelid, outside 'camel' in this hierarchy"),
+    "n01871265": ("large_omnivores_and_herbivores", "tusker: an elephant, filed directly under mammal here"),
+}
+
+
+class LabelMapError(ValueError):
+    """WordNet files that are missing or inconsistent, or a saved label map that does not load."""
+
+
+@dataclass(frozen=True)
+class WordNet:
+    parents: dict  # wnid -> set of parent wnids
+    names: dict  # wnid -> "name, synonym, ..."
+    imagenet_wnids: tuple  # the 1000 ImageNet-1k classes, in model output order
+    imagenet_names: tuple
+
+    def ancestors(self, wnid):
+        seen, stack = set(), [wnid]
+        while stack:
+            for parent in self.parents.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+
+def read_wordnet(directory=WORDNET_DIR):
+    directory = Path(directory)
+    try:
+        parents = defaultdict(set)
+        for line in (directory / "class_hierarchy.txt").read_text().splitlines():
+            if line.strip():
+                parent, child = line.split()
+                parents[child].add(parent)
+        names = {}
+        for line in (directory / "node_names.txt").read_text().splitlines():
+            if "\t" in line:
+                wnid, name = line.split("\t", 1)
+                names[wnid] = name
+        classes = json.loads((directory / "dataset_class_info.json").read_text())
+    except (OSError, ValueError) as error:
+        raise LabelMapError(f"Cannot read the WordNet files in {directory}: {error}") from error
+    if [row[0] for row in classes] != list(range(1000)):
+        raise LabelMapError(f"{directory}/dataset_class_info.json does not list ImageNet's 1000 classes in order.")
+    return WordNet(dict(parents), names, tuple(row[1] for row in classes), tuple(row[2] for row in classes))
+
+
+def build_label_map(wordnet_dir=WORDNET_DIR, class_names=CLASS_NAMES):
+    """{ImageNet-1k index: index into class_names, or None when the class is none of ours}."""
+    wordnet = read_wordnet(wordnet_dir)
+    unknown = [wnid for wnids in ROOT_SYNSETS.values() for wnid in wnids if wnid not in wordnet.names]
+    if unknown or set(ROOT_SYNSETS) != set(class_names):
+        raise LabelMapError(f"ROOT_SYNSETS does not fit these WordNet files / classes (unknown roots {unknown}).")
+    label_map, conflicts = {}, []
+    for index, wnid in enumerate(wordnet.imagenet_wnids):
+        lineage = wordnet.ancestors(wnid) | {wnid}
+        matches = [name for name, roots in ROOT_SYNSETS.items() if lineage.intersection(roots)]
+        if wnid in OVERRIDES:
+            name = OVERRIDES[wnid][0]
+        elif len(matches) > 1:
+            conflicts.append(f"{wnid} ({wordnet.imagenet_names[index]}): {matches}")
+            continue
+        else:
+            name = matches[0] if matches else None
+        label_map[index] = None if name is None else class_names.index(name)
+    if conflicts:
+        raise LabelMapError("ImageNet classes under two of our classes need an entry in OVERRIDES: " + "; ".join(conflicts))
+    return label_map
+
+
+def class_wnids(label_map, imagenet_wnids, class_names=CLASS_NAMES):
+    """{our class name: [ImageNet wnids mapped to it]} (the readable form)."""
+    by_class = {name: [] for name in class_names}
+    for index, target in sorted(label_map.items()):
+        if target is not None:
+            by_class[class_names[target]].append(imagenet_wnids[index])
+    return by_class
+
+
+def save_label_map(directory, label_map, wordnet_dir=WORDNET_DIR, class_names=CLASS_NAMES):
+    """Write label_map.txt (one line per class: name, then its wnids) and label_map.json."""
+    wordnet = read_wordnet(wordnet_dir)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    by_class = class_wnids(label_map, wordnet.imagenet_wnids, class_names)
+    unmapped = sum(target is None for target in label_map.values())
+    lines = [
+        "# Our class, then the ImageNet-1k wnids whose probability counts for it (built by fallback/label_map.py",
+        f"# from the WordNet hierarchy). The other {unmapped} ImageNet classes count for none of ours.",
+    ]
+    lines += [" ".join([name] + wnids) for name, wnids in by_class.items()]
+    _write_atomic(directory / LABEL_MAP_TEXT, "\n".join(lines) + "\n")
+    document = {
+        "class_names": list(class_names),
+        "imagenet_wnids": list(wordnet.imagenet_wnids),
+        "imagenet_to_class": [label_map[index] for index in range(len(wordnet.imagenet_wnids))],
+        "overrides": {wnid: {"class": target, "why": why} for wnid, (target, why) in OVERRIDES.items()},
+    }
+    _write_atomic(directory / LABEL_MAP_JSON, json.dumps(document, indent=1) + "\n")
+    return directory / LABEL_MAP_TEXT, directory / LABEL_MAP_JSON
+
+
+def load_label_map(path, class_names=CLASS_NAMES):
+    """A saved label map (its folder, label_map.json or label_map.txt) -> {ImageNet index: class or None}.
+
+    label_map.txt carries no ImageNet order, so it is read against the label_map.json beside it.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        document = json.loads((folder / LABEL_MAP_JSON).read_text())
+    except (OSError, ValueError) as error:
+        raise LabelMapError(f"No readable {LABEL_MAP_JSON} in {folder}: {error}") from error
+    if tuple(document.get("class_names", ())) != tuple(class_names):
+        raise LabelMapError(f"{folder / LABEL_MAP_JSON} was made for classes {document.get('class_names')}, not {list(class_names)}.")
+    wnids = document["imagenet_wnids"]
+    if path.name == LABEL_MAP_TEXT:
+        by_class = parse_label_map_text(path.read_text())
+        position = {wnid: index for index, wnid in enumerate(wnids)}
+        label_map = dict.fromkeys(range(len(wnids)))
+        for name, members in by_class.items():
+            if name not in class_names:
+                raise LabelMapError(f"{path} names a class {name!r} that is not ours.")
+            for wnid in members:
+                label_map[position[wnid]] = class_names.index(name)
+        return label_map
+    return {index: target for index, target in enumerate(document["imagenet_to_class"])}
+
+
+def parse_label_map_text(text):
+    """label_map.txt -> {class name: [wnids]}."""
+    by_class = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, *wnids = line.split()
+            by_class[name] = wnids
+    return by_class
+
+
+def mapping_matrix(label_map, n_classes=len(CLASS_NAMES), n_imagenet=1000):
+    """(1000, n_classes) 0/1 matrix: ImageNet probabilities @ matrix = our-class masses."""
+    import numpy as np
+
+    matrix = np.zeros((n_imagenet, n_classes), dtype=np.float32)
+    for index, target in label_map.items():
+        if target is not None:
+            matrix[index, target] = 1.0
+    return matrix
+
+
+def _write_atomic(path, text):
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
