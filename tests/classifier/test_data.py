@@ -125,3 +125,17 @@ def test_prepared_dataset_is_split_balanced_and_cached(tmp_path):
     train = {image.tobytes() for image in dataset.x_train}
     assert not any(image.tobytes() in train for image in dataset.x_val)
     assert len(dataset.y_test) == 30 * 13
+
+
+def test_tiny_imagenet_val_of_our_classes_joins_training_but_not_test(tmp_path):
+    base = DataConfig(limit_per_class=10, cache_dir=str(tmp_path), balance=False)
+    plain = prepare_dataset(base)
+    wider = prepare_dataset(DataConfig(**{**base.__dict__, "tiny_imagenet_val_in_train": True}))
+    def counts(dataset):
+        return np.bincount(np.concatenate([dataset.y_train, dataset.y_val]), minlength=13)
+
+    added = counts(wider) - counts(plain)
+    assert added.sum() == 10 and (added >= 0).all()
+    # The point: pictures with Tiny ImageNet's look now also carry CIFAR-10 labels.
+    assert added[:10].sum() > 0
+    assert np.array_equal(wider.x_test, plain.x_test), "the test split is untouched"
