@@ -288,19 +288,34 @@ def _load_raw(config):
     }
 
 
-def _tiny_imagenet_val_of_our_classes(config, class_names):
-    # The WordNet map of ImageNet classes onto ours lives with the fallback, which needs it too.
-    # Only synsets that the OOD evaluation also counts as ours are taken, so that no picture of a
-    # near-OOD class is ever trained on.
+def tiny_imagenet_val_of_our_classes(class_names):
+    """{wnid: class index} of the Tiny ImageNet val synsets that tiny_imagenet_val_in_train adds.
+
+    The WordNet map of ImageNet classes onto ours lives with the fallback, which needs it too. Only
+    synsets that the OOD evaluation also counts as ours are taken, so that no picture of a
+    near-OOD class is ever trained on; the extra classes' own synsets are the test split.
+    """
     from fallback.label_map import build_label_map, read_wordnet
     from ood.wordnet import is_ours
 
     imagenet_wnids = read_wordnet().imagenet_wnids
     test_wnids = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids}
-    ours = {
+    return {
         imagenet_wnids[index]: target for index, target in build_label_map(class_names=class_names).items()
         if target is not None and imagenet_wnids[index] not in test_wnids and is_ours(imagenet_wnids[index])
     }
+
+
+def trained_tiny_imagenet_wnids(config, class_names):
+    """Every Tiny ImageNet synset whose pictures this config trains on (for tuning sets to avoid)."""
+    wnids = {wnid for superclass in config.extra_classes for wnid in EXTRA_CLASS_WNIDS[superclass]}
+    if config.tiny_imagenet_val_in_train:
+        wnids |= set(tiny_imagenet_val_of_our_classes(class_names))
+    return sorted(wnids)
+
+
+def _tiny_imagenet_val_of_our_classes(config, class_names):
+    ours = tiny_imagenet_val_of_our_classes(class_names)
     wnids = sorted(ours)
     x, y = load_tiny_imagenet_val(config.tiny_imagenet_archive, wnids, config.preprocessing)
     if config.limit_per_class is not None:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from classifier.bundle import FALLBACK_DIR
 from classifier.data import SHARED_DATA
@@ -48,10 +49,17 @@ class FallbackConfig:
     crop_fraction: float = 0.875
     cache_dir: str = ".cache/fallback"
     seed: int = 0
+    # Tiny ImageNet synsets the CNN trained on (the pipeline fills this in): never tuning pictures.
+    exclude_wnids: tuple = ()
+    validation_per_class: int = 40  # of the CNN's validation split, when the pipeline passes it
 
 
-def build(bundle, out_dir, config=FallbackConfig()):
-    """Write out_dir/fallback/ and return its metrics (label map sizes, tuned policy and its scores)."""
+def build(bundle, out_dir, config=FallbackConfig(), validation=None):
+    """Write out_dir/fallback/ and return its metrics (label map sizes, tuned policy and its scores).
+
+    `validation` (uint8 images, labels) from the CNN's own validation split joins the tuning set,
+    so the tuned policy keeps the CNN answering the pictures it is good at.
+    """
     if isinstance(bundle, (str, os.PathLike)):
         from classifier.bundle import Bundle
 
@@ -71,7 +79,7 @@ def build(bundle, out_dir, config=FallbackConfig()):
 
     policy, tuning = config.policy, None
     if config.tune and bundle is not None:
-        policy, tuning, grid = _tune(bundle, label_map, config)
+        policy, tuning, grid = _tune(bundle, label_map, config, validation)
         _write_atomic(target / "tuning_grid.json", json.dumps(grid, indent=1) + "\n")
     settings = {
         "model": model_file,
@@ -101,8 +109,10 @@ def build(bundle, out_dir, config=FallbackConfig()):
     }
 
 
-def _tune(bundle, label_map, config):
-    pictures, wnids = load_tuning_pictures(config.tiny_imagenet_archive, config.tuning_pictures_per_class, config.seed)
+def _tune(bundle, label_map, config, validation=None):
+    pictures, wnids = load_tuning_pictures(
+        config.tiny_imagenet_archive, config.tuning_pictures_per_class, config.seed, config.exclude_wnids
+    )
     classifier = TFLiteImageNetClassifier(config.model_path, config.num_threads, config.crop_fraction)
     key = {
         "model": _sha256(config.model_path), "archive": os.path.getsize(config.tiny_imagenet_archive),
@@ -114,12 +124,24 @@ def _tune(bundle, label_map, config):
     masses = fallback.masses_from_probabilities(cached_imagenet_probabilities(classifier, pictures, key, config.cache_dir))
     cnn_probabilities, inlier = cnn_outputs(bundle, pictures)
     targets = expected_classes(wnids, label_map, read_wordnet(config.wordnet_dir).imagenet_wnids)
-    policy, metrics, grid = tune_policy(cnn_probabilities, inlier, masses, targets, config.max_answer_error)
+    in_distribution = None
+    if validation is not None:
+        images, labels = _per_class(*validation, config.validation_per_class, config.seed)
+        home_probabilities, home_inlier = cnn_outputs(bundle, images)
+        home_key = {**key, "validation": hashlib.sha256(images.tobytes()).hexdigest()}
+        home_masses = fallback.masses_from_probabilities(
+            cached_imagenet_probabilities(classifier, [Image.fromarray(i) for i in images], home_key, config.cache_dir)
+        )
+        in_distribution = (home_probabilities, home_inlier, home_masses, labels)
+    policy, metrics, grid = tune_policy(
+        cnn_probabilities, inlier, masses, targets, config.max_answer_error, in_distribution=in_distribution
+    )
     # The same pictures with the CNN alone (it never refuses) and the fallback alone, for comparison.
     cnn_alone = evaluate_policy(FallbackPolicy(0.0, 0.0), cnn_probabilities, None, masses, targets)
     fallback_alone = evaluate_policy(FallbackPolicy(1.0, policy.fallback_mass_threshold), np.zeros_like(cnn_probabilities), None, masses, targets)
     return policy, {
-        "set": f"Tiny ImageNet val, {config.tuning_pictures_per_class} per class, without the CNN's 16 training synsets",
+        "set": f"Tiny ImageNet val, {config.tuning_pictures_per_class} per class, without the synsets the CNN trained on"
+        + (f"; plus {config.validation_per_class} validation images per class" if in_distribution else ""),
         "objective": f"best balanced score with at most {config.max_answer_error:.0%} of answers wrong",
         "ood_detector": inlier is not None,
         "tuned": metrics,
@@ -127,6 +149,12 @@ def _tune(bundle, label_map, config):
         "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
         "grid": "tuning_grid.json",
     }, grid
+
+
+def _per_class(images, labels, per_class, seed):
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
+    return images[np.sort(pick)], labels[np.sort(pick)]
 
 
 def _copy(source, destination):

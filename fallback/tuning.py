@@ -30,11 +30,11 @@ def expected_classes(wnids, label_map, imagenet_wnids):
     return np.array([NONE if target is None else target for target in targets], dtype=np.int64)
 
 
-def load_tuning_pictures(archive, per_class=10, seed=0):
+def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
     """Tiny ImageNet val minus the CNN's training synsets -> (uint8 (n, 64, 64, 3), wnids)."""
     from classifier.data import load_tiny_imagenet_val
 
-    training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids}
+    training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids} | set(exclude_wnids)
     wnids = sorted(set(tiny_imagenet_wnids(archive)) - training)
     x, y = load_tiny_imagenet_val(archive, wnids, Preprocessing(height=64, width=64))
     rng = np.random.default_rng(seed)
@@ -102,21 +102,29 @@ def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets
 
 
 def tune_policy(cnn_probabilities, ood_inlier, class_masses, targets, max_answer_error=0.25,
-                cnn_thresholds=CNN_THRESHOLDS, mass_thresholds=MASS_THRESHOLDS):
+                cnn_thresholds=CNN_THRESHOLDS, mass_thresholds=MASS_THRESHOLDS, in_distribution=None):
     """Grid search for the thresholds. Returns (policy, its metrics, grid).
 
     Refusing is better than being wrong, so only threshold pairs whose answers are wrong at most
     max_answer_error of the time qualify; among them the best balanced score (mean of accuracy on
     our classes and refusal rate on the rest) wins. Ties go to the lower CNN threshold (fewer
     consultations), then to the higher mass threshold. With no pair qualifying, the pair with the
-    fewest wrong answers wins."""
+    fewest wrong answers wins.
+
+    `in_distribution` (cnn_probabilities, ood_inlier, class_masses, targets) of held-out pictures
+    from the CNN's own training distribution adds their accuracy as a third term of the score:
+    without it, tuning on photos unlike the training set can switch the CNN off altogether."""
     candidates, grid = [], []
     for cnn_threshold in cnn_thresholds:
         for mass_threshold in sorted(mass_thresholds, reverse=True):
             policy = FallbackPolicy(float(cnn_threshold), float(mass_threshold))
             metrics = evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets)
-            keys = ("accuracy_ours", "refused_none", "balanced_score", "answer_error", "consulted")
-            grid.append({**policy.to_dict(), **{key: metrics[key] for key in keys}})
+            if in_distribution is not None:
+                home = evaluate_policy(policy, *in_distribution)
+                metrics["accuracy_in_distribution"] = home["accuracy_ours"]
+                metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3
+            keys = ("accuracy_ours", "refused_none", "balanced_score", "answer_error", "consulted", "accuracy_in_distribution")
+            grid.append({**policy.to_dict(), **{key: metrics[key] for key in keys if key in metrics}})
             candidates.append((policy, metrics))
     qualifying = [c for c in candidates if c[1]["answer_error"] <= max_answer_error]
     if qualifying:

@@ -14,7 +14,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from classifier.data import DataConfig, prepare_dataset
@@ -29,6 +29,9 @@ class BuildConfig:
     out_dir: str = "assets"
     runs_dir: str = "runs"
     stages: tuple = STAGES
+    # Each stage's own config (ood.build.OODConfig, similarity.build.GalleryConfig,
+    # monitoring.reference.ReferenceConfig, fallback.build.FallbackConfig); None means its defaults.
+    stage_configs: tuple = ()  # (stage name, config) pairs
     example_photos: tuple = (
         "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
         "n02110958_pug.JPEG", "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG",
@@ -37,7 +40,10 @@ class BuildConfig:
 
 
 def build(config=BuildConfig(), verbose="auto"):
-    from classifier.bundle import MODEL_FILE, Bundle, write_manifest
+    import keras
+
+    from classifier.bundle import MODEL_FILE, OOD_FILE, Bundle, write_manifest
+    from classifier.data import trained_tiny_imagenet_wnids
     from classifier.data import SHARED_DATA
     from classifier.evaluate import evaluate
     from classifier.train import load_or_train
@@ -53,7 +59,8 @@ def build(config=BuildConfig(), verbose="auto"):
     model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
     _log(f"model: {run_dir}")
 
-    model.save(work_dir / MODEL_FILE)
+    # The bundle serves, it does not train: saved without the optimizer's state (half the size).
+    keras.saving.load_model(run_dir / MODEL_FILE, compile=False).save(work_dir / MODEL_FILE)
     write_manifest(work_dir, dataset.class_names, config.train.data.preprocessing, {"training_run": run_dir.name})
     (work_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     (work_dir / "history.json").write_text(json.dumps(history, indent=2))
@@ -71,12 +78,24 @@ def build(config=BuildConfig(), verbose="auto"):
         },
     }
     _log(f"evaluation: {_headline(metrics['classifier'])}")
+    stage_configs = dict(config.stage_configs)
     for stage in config.stages:
         module = __import__(f"{stage}.build", fromlist=["build"])
         if stage == "fallback":
-            metrics[stage] = module.build(bundle, work_dir)
+            # The fallback's policy is tuned with the CNN and detector just built, on pictures the
+            # CNN never trained on, plus its own validation split.
+            fallback_config = replace(
+                stage_configs.get("fallback", module.FallbackConfig()),
+                exclude_wnids=tuple(trained_tiny_imagenet_wnids(config.train.data, dataset.class_names)),
+            )
+            metrics[stage] = module.build(bundle, work_dir, fallback_config, (dataset.x_val, dataset.y_val))
         else:
-            metrics[stage] = module.build(bundle, dataset, embeddings, work_dir)
+            options = {"config": stage_configs[stage]} if stage in stage_configs else {}
+            metrics[stage] = module.build(bundle, dataset, embeddings, work_dir, **options)
+        if stage == "ood":
+            from ood import load_detector
+
+            bundle.ood_detector = load_detector(work_dir / OOD_FILE)
         _log(f"{stage}: done")
     _copy_examples(config.example_photos, SHARED_DATA / "imagenet-samples", work_dir / "examples")
 
@@ -91,8 +110,17 @@ def build(config=BuildConfig(), verbose="auto"):
 
 def smoke_config(out_dir, runs_dir, stages=STAGES):
     """A build on a little data, for tests and for trying the pipeline: minutes, not an hour."""
+    from fallback.build import FallbackConfig
+    from ood.build import OODConfig
+    from similarity.build import GalleryConfig
+
     train = TrainConfig(preset="fastnet_small", epochs=1, batch_size=64, data=DataConfig(limit_per_class=40))
-    return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=stages)
+    stage_configs = (
+        ("ood", OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300)),
+        ("similarity", GalleryConfig(per_class=20, pixel_test_per_class=5)),
+        ("fallback", FallbackConfig(tune=False)),
+    )
+    return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=stages, stage_configs=stage_configs)
 
 
 def _copy_examples(names, source, target):

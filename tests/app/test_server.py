@@ -1,6 +1,7 @@
 """The real app on a localhost port, driven by gradio_client as a user's browser would."""
 
 import gzip
+import re
 import sqlite3
 
 import numpy as np
@@ -43,9 +44,11 @@ def test_the_server_gives_the_service_layers_answer(client, photo_paths):
         assert len(gallery) == len(expected.gallery) == 4
 
 
-def test_cifar_pictures_are_mostly_labelled_right(client, cifar_photos):
-    right = sum(f"This looks like: {name}" in classify(client, path)[0] for path, name in cifar_photos)
-    assert right >= 0.6 * len(cifar_photos), f"only {right} of {len(cifar_photos)} CIFAR-10 test images labelled right"
+def test_the_cnn_ranks_cifar_pictures_right(client, cifar_photos):
+    # The CNN's own top class, as the page shows it; whether it or the fallback gives the verdict
+    # is the tuned policy's call.
+    right = sum(classify(client, path)[1]["label"] == name for path, name in cifar_photos)
+    assert right >= 0.6 * len(cifar_photos), f"only {right} of {len(cifar_photos)} CIFAR-10 test images ranked right"
 
 
 def test_mnist_digits_are_refused(client, shared_data, tmp_path):
@@ -98,8 +101,8 @@ def test_unusable_files_get_a_plain_message(client, photo, tmp_path):
         path.write_bytes(data)
         verdict, top, detail, gallery = classify(client, path)
         assert verdict.startswith("### ⚠️"), (name, verdict)
-        assert __import__("re").search(message, verdict), (name, verdict)
-        assert top is None and gallery == [] and "Traceback" not in verdict + detail
+        assert re.search(message, verdict), (name, verdict)
+        assert not top and gallery == [] and "Traceback" not in verdict + detail
 
 
 def test_awkward_pictures_are_still_classified(client, photo, tmp_path):

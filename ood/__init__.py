@@ -1,0 +1,11 @@
+"""Honest refusal: detectors that say "not in our training set" for uploads of unknown classes.
+
+    from ood import ClassIsolationForests, load_detector
+
+Importing this package loads numpy and scikit-learn's base module, no TensorFlow.
+"""
+
+from ood.detectors import OODDetector, load_detector
+from ood.forests import ClassIsolationForests, GlobalIsolationForest
+
+__all__ = ["ClassIsolationForests", "GlobalIsolationForest", "OODDetector", "load_detector"]

@@ -1,0 +1,123 @@
+"""The baselines the per-class forests are measured against, with the same interface, so that
+whichever wins the table can be shipped.
+
+- MaxSoftmax: maximum softmax probability (Hendrycks & Gimpel, 2017).
+- EnergyScore: logsumexp of the logits (Liu et al., 2020).
+- Mahalanobis: class means and one shared covariance on the features (Lee et al., 2018).
+- KNearestNeighbours: distance to the k-th nearest L2-normalized training feature (Sun et al., 2022;
+  k = 50 as in OpenOOD).
+
+MaxSoftmax and EnergyScore take the model's "logits" layer weights, so that they too score
+penultimate-layer features: logits = features @ weights + bias.
+"""
+
+import numpy as np
+
+from ood.detectors import OODDetector, l2_normalize
+
+
+def logit_weights(model):
+    """(weights, bias) of a Keras model's "logits" Dense layer, as float64 numpy arrays."""
+    weights, bias = model.get_layer("logits").get_weights()
+    return np.asarray(weights, np.float64), np.asarray(bias, np.float64)
+
+
+class _LogitDetector(OODDetector):
+    def __init__(self, weights, bias, n_classes=None):
+        self.weights = weights
+        self.bias = bias
+        self.n_classes = n_classes
+
+    def fit(self, features, labels):
+        features, labels = self._start_fit(features, labels)
+        if np.shape(self.weights)[0] != self.n_features_in_:
+            raise ValueError(f"weights have {np.shape(self.weights)[0]} rows for {self.n_features_in_} features.")
+        return self._finish_fit(features, labels)
+
+    def _logits(self, features):
+        return features.astype(np.float64) @ np.asarray(self.weights) + np.asarray(self.bias)
+
+
+def _logsumexp(logits):
+    top = logits.max(axis=1)
+    return top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+
+
+class MaxSoftmax(_LogitDetector):
+    def _score(self, features, classes):
+        logits = self._logits(features)
+        return np.exp(logits.max(axis=1) - _logsumexp(logits))
+
+
+class EnergyScore(_LogitDetector):
+    """Negative free energy, T * logsumexp(logits / T): higher for in-distribution images."""
+
+    def __init__(self, weights, bias, temperature=1.0, n_classes=None):
+        super().__init__(weights, bias, n_classes)
+        self.temperature = temperature
+
+    def _score(self, features, classes):
+        return self.temperature * _logsumexp(self._logits(features) / self.temperature)
+
+
+class Mahalanobis(OODDetector):
+    """Minus the smallest Mahalanobis distance (squared) to a class mean, shared covariance."""
+
+    def __init__(self, normalize=False, n_classes=None):
+        self.normalize = normalize
+        self.n_classes = n_classes
+
+    def fit(self, features, labels):
+        features, labels = self._start_fit(features, labels)
+        x = self._prepare(features)
+        present = np.unique(labels)
+        self.means_ = np.zeros((self.n_classes_, x.shape[1]))
+        for label in present:
+            self.means_[label] = x[labels == label].mean(axis=0)
+        centred = x - self.means_[labels]
+        covariance = centred.T @ centred / len(x)
+        self.precision_ = np.linalg.pinv(covariance, hermitian=True)
+        # Classes without training samples have no mean; they must never be the nearest.
+        self.present_ = np.isin(self.classes_, present)
+        return self._finish_fit(features, labels)
+
+    def _prepare(self, features):
+        x = l2_normalize(features) if self.normalize else features
+        return x.astype(np.float64)
+
+    def _score(self, features, classes):
+        x = self._prepare(features)
+        projected = x @ self.precision_
+        distances = (
+            (projected * x).sum(axis=1)[:, None]
+            - 2.0 * projected @ self.means_.T
+            + ((self.means_ @ self.precision_) * self.means_).sum(axis=1)[None, :]
+        )
+        distances[:, ~self.present_] = np.inf
+        return -distances.min(axis=1)
+
+
+class KNearestNeighbours(OODDetector):
+    """Minus the distance to the k-th nearest training feature, all on the unit sphere."""
+
+    def __init__(self, k=50, n_classes=None):
+        self.k = k
+        self.n_classes = n_classes
+
+    def fit(self, features, labels):
+        features, labels = self._start_fit(features, labels)
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, not {self.k}.")
+        self.k_ = min(self.k, len(features))  # tiny smoke-test data may have fewer than k samples
+        self.bank_ = l2_normalize(features)
+        return self._finish_fit(features, labels)
+
+    def _score(self, features, classes, chunk=1024):
+        x = l2_normalize(features)
+        scores = np.empty(len(x))
+        for start in range(0, len(x), chunk):
+            similarity = x[start : start + chunk] @ self.bank_.T
+            # The k-th largest cosine similarity is the k-th smallest distance.
+            kth = -np.partition(-similarity, self.k_ - 1, axis=1)[:, self.k_ - 1]
+            scores[start : start + chunk] = -np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
+        return scores

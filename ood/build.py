@@ -1,0 +1,136 @@
+"""The pipeline's OOD stage: fit every candidate, measure them on three OOD sets, ship one.
+
+    metrics = build(bundle, dataset, embeddings, out_dir)   # called by pipeline.build
+
+Writes out_dir/ood_detector.joblib, out_dir/ood_config.json and out_dir/figures/ood_histograms.png;
+returns the table and the choice for metrics.json["ood"].
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ood.evaluate import METHODS, choose, fit_candidates, format_table, ood_table, plot_histograms, predicted
+from ood.wordnet import OURS_ANCESTORS
+
+# The acceptance targets of the OOD stage, checked and reported in the metrics.
+TARGETS = {"near_ood_auroc": 0.85, "far_ood_auroc": 0.95, "id_refusal_rate": 0.05}
+
+
+@dataclass(frozen=True)
+class OODConfig:
+    tpr: float = 0.95  # of correctly classified validation images kept by the thresholds
+    # ClassIsolationForests (and the global forest baseline)
+    n_estimators: int = 200
+    max_samples: int = 256
+    normalize: bool = True
+    n_components: int = 32
+    residual: bool = True
+    knn_k: int = 50
+    seed: int = 0
+    methods: tuple = METHODS
+    default_method: str = "class_isolation_forests"
+    # Another method is shipped only if it beats the default's mean AUROC by this much.
+    choose_margin: float = 0.02
+    # OOD sets: Tiny ImageNet val/ of classes not ours (None = all), MNIST test digits, and the
+    # ImageNet sample photos of classes not ours; the photos of our classes get a refusal rate.
+    near_ood_limit: int | None = None
+    far_ood_limit: int | None = 5000
+    use_photos: bool = True
+    ancestor_wnids: tuple = OURS_ANCESTORS
+
+
+def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
+    from classifier.bundle import OOD_FILE
+    from ood.baselines import logit_weights
+
+    if config.default_method not in config.methods:
+        raise ValueError(f"default_method {config.default_method!r} must be one of methods {config.methods}.")
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    n_classes = len(dataset.class_names)
+    original = ~np.asarray(dataset.train_augmented) if dataset.train_augmented is not None else slice(None)
+    train = _split(embeddings["train"], dataset.y_train, original)
+    val = _split(embeddings["val"], dataset.y_val)
+    test = _split(embeddings["test"], dataset.y_test)
+
+    weights, bias = logit_weights(bundle.model)
+    detectors = fit_candidates(config, train, val, weights, bias, n_classes, config.methods)
+    ood_sets, extra_id_sets, sizes = _ood_sets(bundle, config)
+    sizes.update({"id_test": len(test["labels"]), "train_true_positives": int(np.sum(predicted(train) == train["labels"])),
+                  "val_true_positives": int(np.sum(predicted(val) == val["labels"]))})
+    table = ood_table(detectors, test, ood_sets, extra_id_sets)
+    print(format_table(table), flush=True)
+
+    chosen, reason = choose(table, config.default_method, config.choose_margin)
+    detector = detectors[chosen]
+    detector.save(out_dir / OOD_FILE)
+    plot_histograms(detector, test, ood_sets, out_dir / "figures" / "ood_histograms.png",
+                    title=f"{chosen}: decision_function, thresholds keep {config.tpr:.0%} of correct val images")
+    _write_json(out_dir / "ood_config.json", asdict(config))
+
+    row = table[chosen]
+    baselines = [m for m in table if m not in ("class_isolation_forests", "global_isolation_forest")]
+    best_baseline = max(baselines, key=lambda m: table[m]["mean_auroc"]) if baselines else None
+    return {
+        "table": table,
+        "chosen": chosen,
+        "reason": reason,
+        "detector_class": type(detector).__name__,
+        "tpr": config.tpr,
+        "thresholds": [float(t) for t in detector.thresholds_],
+        "id_refusal_rate": row["id_refusal_rate"],
+        "id_refusal_rate_correct": row["id_refusal_rate_correct"],
+        "best_baseline": best_baseline,
+        "targets": _targets(row, table, chosen, best_baseline),
+        "sizes": sizes,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _split(embedding, labels, keep=slice(None)):
+    return {"features": embedding.features[keep], "logits": embedding.logits[keep], "labels": np.asarray(labels)[keep]}
+
+
+def _ood_sets(bundle, config):
+    from ood.datasets import far_ood_images, imagenet_photos, near_ood_images
+
+    images = {
+        "near_ood": near_ood_images(bundle.preprocessing, config.near_ood_limit, ancestor_wnids=config.ancestor_wnids),
+        "far_ood": far_ood_images(bundle.preprocessing, config.far_ood_limit),
+    }
+    extra = {}
+    if config.use_photos:
+        images["photos_ood"] = imagenet_photos(bundle.preprocessing, "non_ours", ancestor_wnids=config.ancestor_wnids)
+        extra["photos_ours"] = imagenet_photos(bundle.preprocessing, "ours", ancestor_wnids=config.ancestor_wnids)
+    sizes = {name: len(x) for name, x in {**images, **extra}.items()}
+
+    def embedded(x):
+        out = bundle.embed(x)
+        return {"features": out.features, "logits": out.logits}
+
+    return ({name: embedded(x) for name, x in images.items() if len(x)},
+            {name: embedded(x) for name, x in extra.items() if len(x)}, sizes)
+
+
+def _targets(row, table, chosen, best_baseline):
+    targets = {
+        "near_ood_auroc >= 0.85": row.get("near_ood", {}).get("auroc", 0.0) >= TARGETS["near_ood_auroc"],
+        "far_ood_auroc >= 0.95": row.get("far_ood", {}).get("auroc", 0.0) >= TARGETS["far_ood_auroc"],
+        "id_refusal_rate <= 0.05": row["id_refusal_rate"] <= TARGETS["id_refusal_rate"],
+        "id_refusal_rate_correct <= 0.05": (row["id_refusal_rate_correct"] or 0.0) <= TARGETS["id_refusal_rate"],
+    }
+    if best_baseline is not None:
+        targets["mean_auroc >= best baseline's"] = row["mean_auroc"] >= table[best_baseline]["mean_auroc"]
+    return targets
+
+
+def _write_json(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(temporary, path)

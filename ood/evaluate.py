@@ -1,0 +1,165 @@
+"""The OOD table: every candidate detector, fitted and calibrated alike, against each OOD set.
+
+    detectors = fit_candidates(config, train, val, weights, bias, n_classes)
+    table = ood_table(detectors, test, {"near_ood": near, "far_ood": far, ...})
+
+Each split is a dict with "features" and "logits" (and "labels" for train/val); a detector scores
+a sample with the class the CNN predicts for it. AUROC and FPR@95%TPR treat in-distribution as the
+positive class and use decision_function, the score the app thresholds.
+"""
+
+import os
+
+import numpy as np
+
+from ood.baselines import EnergyScore, KNearestNeighbours, Mahalanobis, MaxSoftmax
+from ood.detectors import MIN_CALIBRATION_SAMPLES
+from ood.forests import ClassIsolationForests, GlobalIsolationForest
+
+METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "knn")
+
+
+def make_detector(method, config, weights, bias, n_classes):
+    """An unfitted detector for one of METHODS, with the settings in `config` (an OODConfig)."""
+    forest = dict(n_estimators=config.n_estimators, max_samples=config.max_samples, normalize=config.normalize,
+                  n_components=config.n_components, residual=config.residual, n_classes=n_classes,
+                  random_state=config.seed)
+    makers = {
+        "class_isolation_forests": lambda: ClassIsolationForests(**forest),
+        "global_isolation_forest": lambda: GlobalIsolationForest(**forest),
+        "msp": lambda: MaxSoftmax(weights, bias, n_classes=n_classes),
+        "energy": lambda: EnergyScore(weights, bias, n_classes=n_classes),
+        "mahalanobis": lambda: Mahalanobis(n_classes=n_classes),
+        "knn": lambda: KNearestNeighbours(k=config.knn_k, n_classes=n_classes),
+    }
+    if method not in makers:
+        raise ValueError(f"Unknown OOD method {method!r}; choose from {METHODS}.")
+    return makers[method]()
+
+
+def predicted(split):
+    return np.asarray(split["logits"]).argmax(axis=1)
+
+
+def true_positives(split):
+    """Features and labels of the samples the CNN classifies correctly."""
+    keep = predicted(split) == np.asarray(split["labels"])
+    return np.asarray(split["features"])[keep], np.asarray(split["labels"])[keep]
+
+
+def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS):
+    """Fit each method on the training true positives, calibrate on the validation ones."""
+    train_x, train_y = true_positives(train)
+    val_x, val_y = true_positives(val)
+    if len(val_y) < MIN_CALIBRATION_SAMPLES:  # a model too weak to get enough right (smoke tests)
+        val_x, val_y = np.asarray(val["features"]), predicted(val)
+    detectors = {}
+    for method in methods:
+        detector = make_detector(method, config, weights, bias, n_classes).fit(train_x, train_y)
+        detectors[method] = detector.calibrate(val_x, val_y, config.tpr)
+    return detectors
+
+
+def auroc(id_scores, ood_scores):
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.ones(len(id_scores)), np.zeros(len(ood_scores))]
+    return float(roc_auc_score(labels, np.r_[id_scores, ood_scores]))
+
+
+def fpr_at_tpr(id_scores, ood_scores, tpr=0.95):
+    """Fraction of OOD samples accepted at the threshold that keeps `tpr` of the ID samples."""
+    threshold = np.quantile(id_scores, 1.0 - tpr, method="lower")
+    return float(np.mean(np.asarray(ood_scores) >= threshold))
+
+
+def decisions(detector, splits):
+    return {name: detector.decision_function(split["features"], predicted(split)) for name, split in splits.items()}
+
+
+def ood_table(detectors, test, ood_sets, extra_id_sets=None):
+    """{method: {set: {"auroc", "fpr_at_95_tpr", "accepted"}, "id_refusal_rate": ...}}.
+
+    "accepted" is the fraction of an OOD set the calibrated detector lets through; the refusal
+    rates are on all of the ID test split and on its correctly classified part. `extra_id_sets`
+    (e.g. real photos of our classes) get a refusal rate only.
+    """
+    correct = predicted(test) == np.asarray(test["labels"])
+    table = {}
+    for method, detector in detectors.items():
+        scores = decisions(detector, {"test": test, **ood_sets, **(extra_id_sets or {})})
+        id_scores = scores.pop("test")
+        row = {}
+        for name in ood_sets:
+            row[name] = {
+                "auroc": auroc(id_scores, scores[name]),
+                "fpr_at_95_tpr": fpr_at_tpr(id_scores, scores[name], 0.95),
+                "accepted": float(np.mean(scores[name] >= 0)),
+            }
+        row["mean_auroc"] = float(np.mean([row[name]["auroc"] for name in ood_sets]))
+        row["id_refusal_rate"] = float(np.mean(id_scores < 0))
+        row["id_refusal_rate_correct"] = float(np.mean(id_scores[correct] < 0)) if correct.any() else None
+        for name in extra_id_sets or {}:
+            row[f"{name}_refusal_rate"] = float(np.mean(scores[name] < 0))
+        table[method] = row
+    return table
+
+
+def choose(table, default="class_isolation_forests", margin=0.02):
+    """The default unless another method's mean AUROC is higher by at least `margin` and it is
+    no worse on any set by more than `margin`; returns (method, reason)."""
+    sets = [name for name, value in table[default].items() if isinstance(value, dict)]
+    best, best_gain = default, 0.0
+    for method, row in table.items():
+        gain = row["mean_auroc"] - table[default]["mean_auroc"]
+        no_worse = all(row[name]["auroc"] >= table[default][name]["auroc"] - margin for name in sets)
+        if gain >= margin and no_worse and gain > best_gain:
+            best, best_gain = method, gain
+    if best == default:
+        return default, f"{default}: no method beats its mean AUROC by {margin} or more without losing on a set"
+    return best, (
+        f"{best}: mean AUROC {table[best]['mean_auroc']:.3f} vs {table[default]['mean_auroc']:.3f} for {default} "
+        f"(margin {margin}), no worse than {margin} below it on any set"
+    )
+
+
+def format_table(table):
+    """The table as aligned text, one line per method."""
+    sets = [name for name, value in next(iter(table.values())).items() if isinstance(value, dict)]
+    header = f"{'method':<26}" + "".join(f"{name + ' AUROC':>18}{'FPR95':>7}" for name in sets) + f"{'ID refused':>12}"
+    lines = [header]
+    for method, row in table.items():
+        cells = "".join(f"{row[name]['auroc']:>18.3f}{row[name]['fpr_at_95_tpr']:>7.3f}" for name in sets)
+        lines.append(f"{method:<26}{cells}{row['id_refusal_rate']:>12.3f}")
+    return "\n".join(lines)
+
+
+def plot_histograms(detector, test, ood_sets, path, title=""):
+    """Histograms of decision_function: ID test vs each OOD set, the threshold at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = decisions(detector, {"ID test": test, **ood_sets})
+    low, high = np.percentile(np.concatenate(list(scores.values())), [0.5, 99.5])
+    bins = np.linspace(low, high, 60)
+    figure, axes = plt.subplots(1, len(ood_sets), figsize=(4.5 * len(ood_sets), 3.4), sharey=True, squeeze=False)
+    for axis, name in zip(axes[0], ood_sets):
+        for shown in ("ID test", name):
+            refused = np.mean(scores[shown] < 0)
+            axis.hist(np.clip(scores[shown], low, high), bins, density=True, alpha=0.6,
+                      label=f"{shown} (n={len(scores[shown])}, {refused:.0%} refused)")
+        axis.axvline(0.0, color="black", linestyle="--", linewidth=1, label="threshold")
+        axis.set_xlabel("decision_function (< 0: refused)")
+        axis.set_title(f"ID test vs {name}")
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("density")
+    figure.suptitle(title or type(detector).__name__)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.stem + ".tmp" + path.suffix)
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,53 @@
+"""The pipeline's OOD stage end to end, on the dev (or committed) model and small real sets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from classifier.bundle import OOD_FILE, Bundle, Embedding
+from classifier.data import Dataset
+from classifier.images import Preprocessing
+from classifier.labels import CLASS_NAMES
+from ood import load_detector
+from ood.build import OODConfig, build
+from ood.evaluate import METHODS
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(model_path, real_features):
+    import keras
+
+    bundle = Bundle(directory=model_path.parent, model=keras.saving.load_model(model_path, compile=False),
+                    class_names=CLASS_NAMES, preprocessing=Preprocessing(), manifest={})
+    splits = {name: real_features[name] for name in ("train", "val", "test")}
+    # build() reads labels and flags from the dataset and features from the embeddings only.
+    none = np.zeros((0, 32, 32, 3), np.uint8)
+    dataset = Dataset(
+        x_train=none, y_train=splits["train"]["labels"], x_val=none, y_val=splits["val"]["labels"],
+        x_test=none, y_test=splits["test"]["labels"], class_names=CLASS_NAMES,
+        train_augmented=np.zeros(len(splits["train"]["labels"]), bool),
+    )
+    embeddings = {name: Embedding(s["features"], s["logits"], s["logits"]) for name, s in splits.items()}
+    return bundle, dataset, embeddings
+
+
+def test_build_writes_detector_config_and_figure_and_reports_the_table(stage_inputs, tmp_path):
+    config = OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300)
+    metrics = build(*stage_inputs, tmp_path, config)
+
+    assert set(metrics["table"]) == set(METHODS)
+    for row in metrics["table"].values():
+        for name in ("near_ood", "far_ood", "photos_ood"):
+            assert 0.0 <= row[name]["auroc"] <= 1.0 and 0.0 <= row[name]["fpr_at_95_tpr"] <= 1.0
+        assert 0.0 <= row["id_refusal_rate"] <= 1.0 and "photos_ours_refusal_rate" in row
+    assert metrics["chosen"] in METHODS and metrics["reason"]
+    assert metrics["sizes"]["near_ood"] == 300 and metrics["sizes"]["far_ood"] == 300
+    json.dumps(metrics)  # goes into metrics.json as it is
+
+    detector = load_detector(tmp_path / OOD_FILE)
+    assert type(detector).__name__ == metrics["detector_class"]
+    assert detector.tpr_ == config.tpr
+    assert json.loads((tmp_path / "ood_config.json").read_text())["near_ood_limit"] == 300
+    assert (tmp_path / "figures" / "ood_histograms.png").stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["figures", OOD_FILE, "ood_config.json"])
