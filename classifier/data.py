@@ -8,7 +8,6 @@ Every picture goes through classifier.images, so training data and uploads are m
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import pickle

@@ -20,3 +20,11 @@ def shared_data():
 def photo_paths(shared_data):
     """Real full-size ImageNet photos."""
     return sorted((shared_data / "imagenet-samples").glob("*.JPEG"))
+
+
+@pytest.fixture(scope="session")
+def cnn_bundle():
+    """The committed bundle (assets/), without its fallback model."""
+    from classifier.bundle import Bundle
+
+    return Bundle.load(REPO / "assets", with_fallback=False)

@@ -3,8 +3,6 @@
 import shutil
 from pathlib import Path
 
-import pytest
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Without these, Chromium keeps trying to reach Google's servers from this offline machine.

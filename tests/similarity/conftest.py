@@ -1,31 +1,8 @@
 """Fixtures for the similarity tests: real CIFAR/Tiny ImageNet images, the real CNN's features."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def cnn_bundle():
-    """The committed bundle (assets/) if there is one, else the newest dev checkpoint."""
-    from classifier.bundle import Bundle
-    from classifier.images import Preprocessing
-    from classifier.labels import CLASS_NAMES
-
-    assets = ROOT / "assets"
-    if (assets / "bundle.json").exists():
-        return Bundle.load(assets, with_fallback=False)
-    candidates = [assets / "model.keras"] if (assets / "model.keras").exists() else []
-    candidates += sorted(ROOT.glob("runs/*/checkpoint.keras"), key=lambda path: path.stat().st_mtime, reverse=True)
-    if not candidates:
-        pytest.skip("no assets/model.keras and no runs/*/checkpoint.keras to test with")
-    import keras
-
-    model = keras.saving.load_model(candidates[0], compile=False)
-    return Bundle(candidates[0].parent, model, CLASS_NAMES, Preprocessing(), {})
 
 
 @dataclass
