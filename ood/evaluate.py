@@ -50,6 +50,8 @@ def true_positives(split):
 def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS):
     """Fit each method on the training true positives, calibrate on the validation ones."""
     train_x, train_y = true_positives(train)
+    if len(train_y) < MIN_CALIBRATION_SAMPLES:  # the same for an untrained model: all images
+        train_x, train_y = np.asarray(train["features"]), np.asarray(train["labels"])
     val_x, val_y = true_positives(val)
     if len(val_y) < MIN_CALIBRATION_SAMPLES:  # a model too weak to get enough right (smoke tests)
         val_x, val_y = np.asarray(val["features"]), predicted(val)
