@@ -139,10 +139,10 @@ def build_app(predictor, bundle_dir):
                         gr.Examples(examples, inputs=upload, label="Or try one of these photos")
                 with gr.Column(scale=1):
                     verdict = gr.Markdown(elem_id="verdict")
-                    top_classes = gr.Label(label="Top classes (small CNN)", num_top_classes=3)
+                    top_classes = gr.Label(label="The small CNN's top classes", num_top_classes=3, show_heading=False)
                     detail = gr.Markdown(elem_id="detail")
             gr.Markdown("## Give us another chance\nNot right? Click the training image that shows the same thing as your picture.")
-            gallery = gr.Gallery(label="Nearest training images, one from each of the top classes", columns=4, height="auto",
+            gallery = gr.Gallery(label="Nearest training images, one from each of the top classes", columns=4, height=300,
                                  allow_preview=False, object_fit="contain", elem_id="gallery")
             with gr.Row():
                 correct_class = gr.Dropdown(class_choices, value=None, label="…or pick the right class yourself", scale=3)

@@ -39,13 +39,14 @@ def _ood_lines(ood):
     table = ood.get("table")
     if not table:
         return []
-    rows = table if isinstance(table, list) else [{"method": name, **values} for name, values in table.items()]
-    columns = [key for key in rows[0] if key != "method"]
+    sets = [name for name in ("near_ood", "far_ood", "photos_ood") if name in next(iter(table.values()))]
     lines = ["", "## Refusing unknown pictures (OOD detection)"]
-    if ood.get("shipped"):
-        lines.append(f"Shipped detector: **{ood['shipped']}**. {ood.get('why', '')}")
-    lines += ["", "| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for row in rows:
-        cells = [f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append(f"| {row.get('method', '')} | " + " | ".join(cells) + " |")
+    if ood.get("chosen"):
+        lines.append(f"Shipped detector: **{ood['chosen']}**. {ood.get('reason', '')}")
+    header = [f"{name.replace('_', ' ')} AUROC / FPR@95" for name in sets] + ["test images refused"]
+    lines += ["", "| Method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for method, row in table.items():
+        cells = [f"{row[name]['auroc']:.3f} / {row[name]['fpr_at_95_tpr']:.2f}" for name in sets]
+        cells.append(f"{row.get('id_refusal_rate', float('nan')):.1%}")
+        lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return lines
