@@ -18,7 +18,7 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_app(assets, state_dir, timeout=180):
+def running_app(assets, state_dir, timeout=180, extra_args=()):
     """Yields (url, seconds from process start to serving). The log is state_dir/server.log."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -27,7 +27,7 @@ def running_app(assets, state_dir, timeout=180):
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--state-dir", str(state_dir)],
+            [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--state-dir", str(state_dir), *extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
