@@ -121,18 +121,13 @@ class Predictor:
         from fallback import FallbackPolicy
 
         fallback = self.bundle.fallback
-        policy = fallback.policy if fallback is not None else FallbackPolicy()
-        consulted = {}
-
-        def consult():
-            with self._model_lock:
-                consulted["result"] = fallback.analyse(to_mode(image, 3))
-            return consulted["result"].class_masses
-
-        decision = policy.decide(
-            probabilities, ood_inlier, consult if fallback is not None else None, self.class_names
-        )
-        return decision, (consulted["result"].top if consulted else None)
+        if fallback is None:
+            return FallbackPolicy().decide(probabilities, ood_inlier, None, self.class_names), None
+        # The ImageNet model runs only if the policy consults it.
+        consultation = fallback.consult(to_mode(image, 3))
+        with self._model_lock:
+            decision = fallback.policy.decide(probabilities, ood_inlier, consultation, self.class_names)
+        return decision, (consultation.result.top if consultation.result is not None else None)
 
     def _gallery(self, probabilities, features, pixels):
         from similarity import gallery_for
