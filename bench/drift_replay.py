@@ -15,7 +15,6 @@ runs/*/checkpoint.keras; they are cached in .cache/monitoring/ per model file.
 
 import hashlib
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.data import DataConfig, SHARED_DATA, load_mnist, load_tiny_imagenet_val, prepare_dataset  # noqa: E402
+from classifier.data import (  # noqa: E402
+    DataConfig, SHARED_DATA, load_mnist, load_tiny_imagenet_val, prepare_dataset, tiny_imagenet_wnids,
+)
 from classifier.images import Preprocessing  # noqa: E402
 from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS  # noqa: E402
 from monitoring import DriftConfig, PredictionLog, as_reference, detect_drift, upload_metrics  # noqa: E402
@@ -78,12 +79,7 @@ class CachedEmbedder:
 
 def other_tiny_imagenet_wnids(archive):
     ours = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            if member.name.endswith("classes.tsv"):
-                lines = tar.extractfile(member).read().decode().splitlines()
-                return [line.split("\t")[0] for line in lines if line and line.split("\t")[0] not in ours]
-    raise SystemExit(f"No classes.tsv in {archive}.")
+    return [wnid for wnid in tiny_imagenet_wnids(archive) if wnid not in ours]
 
 
 def replay(images, probabilities, reference, drift_config, every):

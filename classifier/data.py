@@ -113,6 +113,14 @@ def load_tiny_imagenet_val(archive, wnids, preprocessing=Preprocessing()):
     return (np.stack(x) if x else np.zeros(shape, np.uint8)), np.array(y, dtype=np.int64)
 
 
+def tiny_imagenet_wnids(archive):
+    """The 200 wnids listed in a Tiny ImageNet archive's classes.tsv, in its order."""
+    for relative, read in _walk_images(archive, "tiny-imagenet-200", suffixes=(".tsv",)):
+        if relative == "classes.tsv":
+            return tuple(line.split("\t")[0] for line in read().decode().splitlines() if line.strip())
+    raise DataUnavailable(f"{archive} has no tiny-imagenet-200/classes.tsv.")
+
+
 def _walk_images(source, subdir="", suffixes=IMAGE_SUFFIXES):
     """Yield (path relative to subdir, reader) for image files in a folder or tar archive."""
     prefix = subdir.strip("/") + "/" if subdir.strip("/") else ""

@@ -32,7 +32,7 @@ def expected_classes(wnids, label_map, imagenet_wnids):
 
 def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
     """Tiny ImageNet val minus the CNN's training synsets -> (uint8 (n, 64, 64, 3), wnids)."""
-    from classifier.data import load_tiny_imagenet_val
+    from classifier.data import load_tiny_imagenet_val, tiny_imagenet_wnids
 
     training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids} | set(exclude_wnids)
     wnids = sorted(set(tiny_imagenet_wnids(archive)) - training)
@@ -40,16 +40,6 @@ def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
     rng = np.random.default_rng(seed)
     keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == label))[:per_class] for label in range(len(wnids))]))
     return x[keep], [wnids[label] for label in y[keep]]
-
-
-def tiny_imagenet_wnids(archive):
-    """The 200 wnids listed in the archive's classes.tsv."""
-    from classifier.data import _walk_images
-
-    for relative, read in _walk_images(archive, "tiny-imagenet-200", suffixes=(".tsv",)):
-        if relative == "classes.tsv":
-            return [line.split("\t")[0] for line in read().decode().splitlines() if line.strip()]
-    raise FileNotFoundError(f"{archive} has no tiny-imagenet-200/classes.tsv.")
 
 
 def cached_imagenet_probabilities(classifier, pictures, key, cache_dir=".cache/fallback"):

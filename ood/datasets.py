@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import SHARED_DATA, load_mnist, load_tiny_imagenet_val, _walk_images
+from classifier.data import SHARED_DATA, load_mnist, load_tiny_imagenet_val, tiny_imagenet_wnids
 from classifier.images import Preprocessing, to_uint8
 from ood.wordnet import OURS_ANCESTORS, is_ours
 
@@ -19,14 +19,6 @@ TINY_IMAGENET_ARCHIVE = SHARED_DATA / "tiny-imagenet-subset.tgz"
 MNIST_DIR = SHARED_DATA / "mnist"
 PHOTOS_DIR = SHARED_DATA / "imagenet-samples"
 PHOTO_KINDS = ("non_ours", "ours", "all")
-
-
-def tiny_imagenet_wnids(archive=TINY_IMAGENET_ARCHIVE):
-    """All 200 Tiny ImageNet wnids, from classes.tsv in the archive."""
-    for relative, read in _walk_images(archive, "tiny-imagenet-200", suffixes=(".tsv",)):
-        if relative == "classes.tsv":
-            return tuple(line.split("\t")[0] for line in read().decode().splitlines() if line.strip())
-    raise FileNotFoundError(f"No tiny-imagenet-200/classes.tsv in {archive}.")
 
 
 def near_ood_wnids(archive=TINY_IMAGENET_ARCHIVE, ancestor_wnids=OURS_ANCESTORS):

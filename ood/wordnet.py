@@ -49,37 +49,21 @@ EXTRA_WNIDS = frozenset(wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in
 
 
 @lru_cache(maxsize=4)
-def parent_links(directory=WORDNET_DIR):
-    """{child wnid: (parent wnids)} from class_hierarchy.txt ("parent child" per line)."""
-    parents = {}
-    for line in (Path(directory) / "class_hierarchy.txt").read_text().splitlines():
-        if line.strip():
-            parent, child = line.split()
-            parents.setdefault(child, []).append(parent)
-    return {child: tuple(values) for child, values in parents.items()}
+def _wordnet(directory):
+    # The fallback's label map reads the same WordNet files; one reader serves both.
+    from fallback.label_map import read_wordnet
+
+    return read_wordnet(directory)
 
 
-@lru_cache(maxsize=4)
 def synset_names(directory=WORDNET_DIR):
     """{wnid: "name, synonym, ..."} from node_names.txt."""
-    names = {}
-    for line in (Path(directory) / "node_names.txt").read_text().splitlines():
-        if "\t" in line:
-            wnid, name = line.split("\t", 1)
-            names[wnid] = name
-    return names
+    return _wordnet(Path(directory)).names
 
 
 def ancestors(wnid, directory=WORDNET_DIR):
     """Every synset above `wnid` (WordNet is a DAG: a synset may have several parents)."""
-    parents = parent_links(directory)
-    found, stack = set(), [wnid]
-    while stack:
-        for parent in parents.get(stack.pop(), ()):
-            if parent not in found:
-                found.add(parent)
-                stack.append(parent)
-    return found
+    return _wordnet(Path(directory)).ancestors(wnid)
 
 
 def is_ours(wnid, ancestor_wnids=OURS_ANCESTORS, directory=WORDNET_DIR):
