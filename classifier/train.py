@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import DataConfig, prepare_dataset
+from classifier.data import IMAGE_SUFFIXES, DataConfig, prepare_dataset
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,12 @@ def load_or_train(config, dataset, runs_dir="runs", verbose="auto"):
     if config.data.extra_train_folders:
         # New corrections in a feedback folder must mean a new run, not the old one reused.
         identity["extra_train_files"] = sorted(
-            str(path) for folder in config.data.extra_train_folders for path in Path(folder).rglob("*.png")
+            str(path) for folder in config.data.extra_train_folders for path in Path(folder).rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES
         )
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    out_dir = Path(runs_dir) / f"{config.preset}-{key}"
+    kind = "-feedback" if config.data.extra_train_folders else ""
+    out_dir = Path(runs_dir) / f"{config.preset}{kind}-{key}"
     if (out_dir / "model.keras").exists() and (out_dir / "history.json").exists():
         history = json.loads((out_dir / "history.json").read_text())
         return keras.saving.load_model(out_dir / "model.keras"), history, out_dir

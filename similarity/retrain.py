@@ -2,14 +2,12 @@
 
     python -m similarity.retrain --feedback feedback/ [--epochs 12 --limit-per-class N --runs runs]
 
-The run goes to runs/<preset>-feedback-<hash>, where the hash covers the training config and the
-feedback files (their names are content hashes), so new corrections mean a new run and the same
-ones reuse the finished run. To ship it, rebuild the bundle: python -m pipeline.build --feedback feedback/
+The run goes to runs/<preset>-feedback-<hash> (classifier.train.load_or_train), where the hash
+covers the training config and the feedback files (their names are content hashes), so new
+corrections mean a new run and the same ones reuse the finished run. To ship it, rebuild the bundle: python -m pipeline.build --feedback feedback/
 """
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from classifier.data import IMAGE_SUFFIXES, prepare_dataset
@@ -27,23 +25,17 @@ class Retrained:
 
 def retrain(feedback_dir, config=TrainConfig(), runs_dir="runs", verbose="auto"):
     """Train `config` with `feedback_dir` (an image-folder tree) added to its training data."""
-    from classifier.train import train
+    from classifier.train import load_or_train
 
     images = feedback_images(feedback_dir)
     if not images:
         raise ValueError(f"No feedback images under {feedback_dir}: nothing to retrain with.")
     folders = tuple(config.data.extra_train_folders) + (str(feedback_dir),)
     config = replace(config, data=replace(config.data, extra_train_folders=folders))
-    key = json.dumps({"config": asdict(config), "feedback": images}, sort_keys=True, default=str)
-    run_dir = Path(runs_dir) / f"{config.preset}-feedback-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     dataset = prepare_dataset(config.data)
-    if (run_dir / "model.keras").exists() and (run_dir / "history.json").exists():
-        import keras
-
-        model = keras.saving.load_model(run_dir / "model.keras")
-        history = json.loads((run_dir / "history.json").read_text())
-    else:
-        model, history, _ = train(config, dataset, run_dir, verbose)
+    # load_or_train keys the run on the config and the feedback files, so new corrections mean
+    # a new run and the same ones reuse the finished run.
+    model, history, run_dir = load_or_train(config, dataset, runs_dir, verbose)
     return Retrained(model, history, run_dir, dataset, len(images))
 
 
