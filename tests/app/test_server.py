@@ -1,16 +1,14 @@
 """The real app on a localhost port, driven by gradio_client as a user's browser would."""
 
-import gzip
 import re
 import sqlite3
 
-import numpy as np
 import pytest
 from gradio_client import handle_file
 from PIL import Image
 
 from classifier.bundle import Bundle
-from classifier.data import load_image_folder
+from classifier.data import load_image_folder, load_mnist
 from service.predictor import REFUSAL, Predictor
 from tests.app.conftest import ASSETS
 from tests.bad_inputs import awkward_but_valid_files, unusable_files
@@ -52,12 +50,11 @@ def test_the_cnn_ranks_cifar_pictures_right(client, cifar_photos):
 
 
 def test_mnist_digits_are_refused(client, shared_data, tmp_path):
-    with gzip.open(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz") as handle:
-        digits = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    digits, _ = load_mnist(shared_data / "mnist")
     refused = 0
     for index in range(5):
         path = tmp_path / f"digit{index}.png"
-        Image.fromarray(digits[index]).save(path)
+        Image.fromarray(digits[index, :, :, 0]).save(path)
         refused += REFUSAL in classify(client, path)[0]
     assert refused >= 4, f"only {refused} of 5 MNIST digits refused"
 
