@@ -46,6 +46,14 @@ class DataConfig:
     # Without them every Tiny ImageNet picture is an extra class, and the CNN learns the look of a
     # downscaled photo as the cue for those classes, so real photos all land there.
     tiny_imagenet_val_in_train: bool = False
+    # Any other labelled collection instead of our 13 classes (classifier.custom_dataset): an
+    # image-folder tree, a .tgz of one, or a folder of MNIST idx files. Input size and channels
+    # come from `preprocessing`, classes from the data.
+    source: str | None = None
+    source_subdir: str = ""  # the class folders' parent inside the tree or archive
+    source_test_subdir: str = ""  # a test tree beside it, if the data has one
+    source_classes: tuple = ()  # a subset of the classes, in this order (empty: all)
+    test_fraction: float = 0.2  # carved off when there is no test tree
     cache_dir: str = ".cache/data"
     seed: int = 0
 
@@ -215,7 +223,7 @@ def load_mnist(directory=SHARED_DATA / "mnist", preprocessing=None):
 
 
 def prepare_dataset(config=DataConfig()):
-    """CIFAR-10 + the extra Tiny ImageNet superclasses: split, balanced, cached."""
+    """CIFAR-10 + the extra Tiny ImageNet superclasses (or `config.source`): split, balanced, cached."""
     raw = _load_cached(config)
     rng = np.random.default_rng(config.seed)
     train_index, val_index = _stratified_split(raw["y_train"], config.val_fraction, rng)
@@ -256,6 +264,10 @@ def _load_cached(config):
     key = {name: value for name, value in asdict(config).items() if name not in skip}
     for archive in (config.cifar10_archive, config.tiny_imagenet_archive):
         key[archive] = os.path.getsize(archive) if os.path.exists(archive) else None
+    if config.source:
+        from classifier.custom_dataset import source_signature
+
+        key["source_signature"] = source_signature(config.source)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(config.cache_dir) / f"raw-{digest}.npz"
     if path.exists():
@@ -270,6 +282,10 @@ def _load_cached(config):
 
 
 def _load_raw(config):
+    if config.source:
+        from classifier.custom_dataset import load_source
+
+        return load_source(config)
     p, limit = config.preprocessing, config.limit_per_class
     x_train, y_train, names = load_image_folder(config.cifar10_archive, "cifar10/train", p, CIFAR10_CLASSES, limit)
     x_test, y_test, _ = load_image_folder(config.cifar10_archive, "cifar10/test", p, CIFAR10_CLASSES, limit)

@@ -42,6 +42,11 @@ class OODConfig:
     far_ood_limit: int | None = 5000
     use_photos: bool = True
     ancestor_wnids: tuple = OURS_ANCESTORS
+    # "ours": the sets above, defined against our 13 classes by WordNet. "any": a bundle built on
+    # another dataset (classifier.custom_dataset) is measured on `any_sets`: "tiny_imagenet_val",
+    # every Tiny ImageNet val class whose name is not one of the bundle's, and "mnist" digits.
+    evaluation: str = "ours"
+    any_sets: tuple = ("tiny_imagenet_val", "mnist")
 
 
 def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
@@ -60,7 +65,9 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
 
     weights, bias = logit_weights(bundle.model)
     detectors = fit_candidates(config, train, val, weights, bias, n_classes, config.methods)
-    ood_sets, extra_id_sets, sizes = _ood_sets(bundle, config)
+    if config.evaluation not in ("ours", "any"):
+        raise ValueError(f"evaluation must be 'ours' or 'any', not {config.evaluation!r}.")
+    ood_sets, extra_id_sets, sizes = (_ood_sets if config.evaluation == "ours" else _any_ood_sets)(bundle, config)
     sizes.update({"id_test": len(test["labels"]), "train_true_positives": int(np.sum(predicted(train) == train["labels"])),
                   "val_true_positives": int(np.sum(predicted(val) == val["labels"]))})
     table = ood_table(detectors, test, ood_sets, extra_id_sets)
@@ -86,7 +93,7 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
         "id_refusal_rate": row["id_refusal_rate"],
         "id_refusal_rate_correct": row["id_refusal_rate_correct"],
         "best_baseline": best_baseline,
-        "targets": _targets(row, table, chosen, best_baseline),
+        "targets": _targets(row, table, chosen, best_baseline) if config.evaluation == "ours" else {},
         "sizes": sizes,
         "seconds": time.perf_counter() - started,
     }
@@ -108,13 +115,25 @@ def _ood_sets(bundle, config):
         images["photos_ood"] = imagenet_photos(bundle.preprocessing, "non_ours", ancestor_wnids=config.ancestor_wnids)
         extra["photos_ours"] = imagenet_photos(bundle.preprocessing, "ours", ancestor_wnids=config.ancestor_wnids)
     sizes = {name: len(x) for name, x in {**images, **extra}.items()}
+    return ({name: _embedded(bundle, x) for name, x in images.items() if len(x)},
+            {name: _embedded(bundle, x) for name, x in extra.items() if len(x)}, sizes)
 
-    def embedded(x):
-        out = bundle.embed(x)
-        return {"features": out.features, "logits": out.logits}
 
-    return ({name: embedded(x) for name, x in images.items() if len(x)},
-            {name: embedded(x) for name, x in extra.items() if len(x)}, sizes)
+def _any_ood_sets(bundle, config):
+    from ood.datasets import far_ood_images, tiny_imagenet_val_except
+
+    images = {}
+    if "tiny_imagenet_val" in config.any_sets:
+        images["tiny_imagenet_val"] = tiny_imagenet_val_except(bundle.class_names, bundle.preprocessing, config.near_ood_limit)
+    if "mnist" in config.any_sets:
+        images["mnist"] = far_ood_images(bundle.preprocessing, config.far_ood_limit)
+    sizes = {name: len(x) for name, x in images.items()}
+    return {name: _embedded(bundle, x) for name, x in images.items() if len(x)}, {}, sizes
+
+
+def _embedded(bundle, x):
+    out = bundle.embed(x)
+    return {"features": out.features, "logits": out.logits}
 
 
 def _targets(row, table, chosen, best_baseline):

@@ -46,6 +46,22 @@ def near_ood_images(preprocessing=Preprocessing(), limit=None, archive=TINY_IMAG
     return x
 
 
+def tiny_imagenet_val_except(class_names, preprocessing=Preprocessing(), limit=None, archive=TINY_IMAGENET_ARCHIVE):
+    """Tiny ImageNet val/ images of every class that is not among `class_names`, which may be
+    wnids or the readable names classifier.custom_dataset gives them: the OOD set of a bundle
+    built on another dataset. `limit` keeps whole classes spread evenly, as near_ood_images does."""
+    from classifier.custom_dataset import readable_names
+
+    wnids = tiny_imagenet_wnids(archive)
+    names = readable_names(archive, "tiny-imagenet-200/train", wnids)
+    wnids = tuple(wnid for wnid, name in zip(wnids, names) if wnid not in class_names and name not in class_names)
+    if limit is not None:
+        classes = max(1, min(len(wnids), -(-int(limit) // 50)))
+        wnids = tuple(wnids[i] for i in np.linspace(0, len(wnids) - 1, classes).round().astype(int))
+    x, _ = load_tiny_imagenet_val(archive, wnids, preprocessing)
+    return x if limit is None else x[:limit]
+
+
 def far_ood_images(preprocessing=Preprocessing(), limit=None, directory=MNIST_DIR):
     """MNIST test digits, resized with Lanczos and made RGB (or kept grey) per `preprocessing`."""
     from PIL import Image

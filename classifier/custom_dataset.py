@@ -1,0 +1,97 @@
+"""Any labelled picture collection as a dataset, instead of our 13 classes: an image-folder tree
+(`<class>/<image>`, images may sit deeper), a .tgz/.tar of one, or a folder of MNIST idx files.
+
+    DataConfig(source="../shared/data/mnist", preprocessing=Preprocessing(28, 28, 1))
+    DataConfig(source="../shared/data/tiny-imagenet-subset.tgz", source_subdir="tiny-imagenet-200/train",
+               preprocessing=Preprocessing(64, 64, 3))
+
+The class list comes from the data: the class folders, sorted (MNIST: the digits "0".."9"). A
+`classes.tsv` (folder name, tab, readable name; Tiny ImageNet ships one) in the class folders' parent
+or grandparent gives them readable names. The test split is `source_test_subdir` when the tree has
+one, else a stratified, seeded share (`test_fraction`) carved off before anything is trained.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from classifier.data import DataUnavailable, _stratified_split, _walk_images, load_image_folder, load_mnist
+
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def load_source(config):
+    """The raw arrays of `config.source` (a classifier.data.DataConfig), before val split and balancing."""
+    source, preprocessing, limit = Path(config.source), config.preprocessing, config.limit_per_class
+    classes = tuple(config.source_classes) or None
+    x_test = y_test = None
+    if is_mnist_folder(source):
+        x, y = load_mnist(source, preprocessing)
+        names = tuple(str(digit) for digit in range(10))
+        if classes is not None:
+            x, y, names = _select(x, y, names, classes)
+        if limit is not None:
+            keep = np.sort(np.concatenate([np.flatnonzero(y == label)[:limit] for label in range(len(names))]))
+            x, y = x[keep], y[keep]
+    else:
+        x, y, names = load_image_folder(source, config.source_subdir, preprocessing, classes, limit)
+        if config.source_test_subdir:
+            x_test, y_test, _ = load_image_folder(source, config.source_test_subdir, preprocessing, names, limit)
+        names = readable_names(source, config.source_subdir, names)
+    if x_test is None:
+        # Its own seed, so that the validation split drawn later never changes the test split.
+        train, test = _stratified_split(y, config.test_fraction, np.random.default_rng(config.seed + 1))
+        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
+    return {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test, "class_names": np.array(names)}
+
+
+def is_mnist_folder(path):
+    return Path(path).is_dir() and all((Path(path) / name).exists() for name in MNIST_FILES)
+
+
+def readable_names(source, subdir, folders):
+    """Class folder names, or the readable names a classes.tsv gives them (made unique, no spaces)."""
+    table = _classes_tsv(source, subdir)
+    names = []
+    for folder in folders:
+        name = re.sub(r"[^\w-]+", "_", table.get(folder, folder).split(",")[0].strip()).strip("_") or folder
+        names.append(name if name not in names else f"{name}_{folder}")
+    return tuple(names)
+
+
+def source_signature(path):
+    """Size (and file count) of a source, so that a changed folder or archive is never read from cache."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_file():
+        return [path.stat().st_size]
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return [len(files), sum(p.stat().st_size for p in files)]
+
+
+def _classes_tsv(source, subdir):
+    parts = [part for part in subdir.strip("/").split("/") if part]
+    for depth in (len(parts), len(parts) - 1):
+        if depth < 0:
+            continue
+        folder = "/".join(parts[:depth])
+        try:
+            for relative, read in _walk_images(source, folder, suffixes=(".tsv",)):
+                if relative == "classes.tsv":
+                    lines = read().decode("utf-8", errors="replace").splitlines()
+                    return dict(line.split("\t", 1) for line in lines if "\t" in line)
+        except DataUnavailable:
+            continue
+    return {}
+
+
+def _select(x, y, names, classes):
+    unknown = [name for name in classes if name not in names]
+    if unknown:
+        raise DataUnavailable(f"No images for classes {unknown}; the source has {list(names)}.")
+    old_to_new = {names.index(name): new for new, name in enumerate(classes)}
+    keep = np.isin(y, list(old_to_new))
+    return x[keep], np.array([old_to_new[v] for v in y[keep]], dtype=np.int64), tuple(classes)
+
