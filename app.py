@@ -26,6 +26,10 @@ FIGURES = (
     ("confusion_matrix.png", "Confusion matrix"), ("curves.png", "Training curves"),
     ("tsne.png", "t-SNE of penultimate features"), ("predictions.png", "Test predictions"),
     ("ood_histograms.png", "OOD scores: in-distribution vs unknown images"),
+    ("errors_kmeans.png", "Misclassified test images in K-Means clusters of their features (true → predicted)"),
+    ("errors_dbscan.png", "Misclassified test images in DBSCAN clusters: tight pockets of one confusion, then the noise"),
+    ("activations.png", "What the convolutions see: feature maps of one test image"),
+    ("filters.png", "The first convolution's filters"),
 )
 
 
@@ -57,7 +61,7 @@ def classify(predictor, path):
         return "### ⚠️ Something went wrong on our side; the error was logged.", None, "", [], "", None
     top = {name.replace("_", " "): probability for name, probability in prediction.top_classes}
     gallery = [
-        (neighbour.thumbnail, f"{neighbour.class_name.replace('_', ' ')} ({neighbour.probability:.0%})")
+        (_displayable(neighbour.thumbnail), f"{neighbour.class_name.replace('_', ' ')} ({neighbour.probability:.0%})")
         for neighbour in prediction.gallery
     ]
     return f"### {prediction.message}", top, _detail(prediction), gallery, "", prediction
@@ -96,7 +100,12 @@ def monitor(predictor):
     dashboard = predictor.dashboard()
     if dashboard is None:
         return "Monitoring is off (no log or no reference in the bundle).", None, None, None, []
-    return (dashboard.drift_markdown, *dashboard.figures, dashboard.last_uploads)
+    return (dashboard.drift_markdown, *dashboard.figures, [(_displayable(image), caption) for image, caption in dashboard.last_uploads])
+
+
+def _displayable(image):
+    """A grayscale bundle's pictures are (h, w, 1); gr.Gallery draws (h, w) arrays as gray."""
+    return image[:, :, 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
 def _detail(prediction):

@@ -19,9 +19,12 @@ def model_card_markdown(bundle):
         ("CIFAR-10 test, 10-class accuracy", "cifar10_test_accuracy_10_class"),
         ("CIFAR-10 test, with all 13 classes allowed", "cifar10_test_accuracy_13_class"),
         ("Extra classes (Tiny ImageNet val)", "extra_classes_test_accuracy"),
-        ("All 13 classes, whole test split", "test_accuracy_13_class"),
     ]
     present = [(label, classifier[key]) for label, key in accuracy_rows if key in classifier]
+    # Bundles built before "test_accuracy" existed only have the 13-class name for it.
+    overall = classifier.get("test_accuracy", classifier.get("test_accuracy_13_class"))
+    if overall is not None:
+        present.append((f"All {len(bundle.class_names)} classes, whole test split", overall))
     if present:
         lines += ["", "| Test set | Accuracy |", "|---|---|"] + [f"| {label} | {value:.1%} |" for label, value in present]
     per_class = classifier.get("per_class", {})
@@ -32,6 +35,7 @@ def model_card_markdown(bundle):
             if row:
                 lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
     lines += _ood_lines(metrics.get("ood", {}))
+    lines += _error_lines(metrics.get("errors", {}), metrics.get("classifier", {}).get("test_images"))
     return "\n".join(lines)
 
 
@@ -39,7 +43,7 @@ def _ood_lines(ood):
     table = ood.get("table")
     if not table:
         return []
-    sets = [name for name in ("near_ood", "far_ood", "photos_ood") if name in next(iter(table.values()))]
+    sets = [name for name, value in next(iter(table.values())).items() if isinstance(value, dict)]
     lines = ["", "## Refusing unknown pictures (OOD detection)"]
     if ood.get("chosen"):
         lines.append(f"Shipped detector: **{ood['chosen']}**. {ood.get('reason', '')}")
@@ -49,4 +53,23 @@ def _ood_lines(ood):
         cells = [f"{row[name]['auroc']:.3f} / {row[name]['fpr_at_95_tpr']:.2f}" for name in sets]
         cells.append(f"{row.get('id_refusal_rate', float('nan')):.1%}")
         lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _error_lines(errors, test_images):
+    if "misclassified" not in errors:
+        return []
+    total = errors.get("test_images") or test_images
+    share = f" ({errors['misclassified'] / total:.1%})" if total else ""
+    lines = ["", "## Error analysis", f"{errors['misclassified']} of {total} test images are misclassified{share}."]
+    kmeans, dbscan = errors.get("kmeans", {}), errors.get("dbscan", {})
+    if kmeans.get("sizes"):
+        lines += ["Grouped by K-Means on their penultimate features (the figures below show each group's most typical images):",
+                  "", "| Group | Images | Most common confusions (true → predicted) |", "|---|---|---|"]
+        for number, (size, pairs) in enumerate(zip(kmeans["sizes"], kmeans.get("top_pairs", [])), start=1):
+            confusions = ", ".join(f"{p['true'].replace('_', ' ')} → {p['predicted'].replace('_', ' ')} ({p['count']})" for p in pairs[:2])
+            lines.append(f"| {number} | {size} | {confusions} |")
+    if dbscan.get("sizes"):
+        lines += ["", f"DBSCAN finds {dbscan['clusters']} dense groups ({', '.join(map(str, dbscan['sizes']))} images) "
+                      f"and leaves {dbscan.get('noise', 0)} errors in no group."]
     return lines

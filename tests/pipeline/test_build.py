@@ -22,7 +22,8 @@ def test_every_artefact_is_written(smoke_bundle):
     for name in ("bundle.json", "model.keras", "config.json", "metrics.json", "history.json",
                  "ood_detector.joblib", "gallery.npz", "monitoring_reference.json", "fallback"):
         assert (directory / name).exists(), name
-    for figure in ("confusion_matrix.png", "curves.png", "tsne.png", "predictions.png"):
+    for figure in ("confusion_matrix.png", "curves.png", "tsne.png", "predictions.png",
+                   "errors_kmeans.png", "errors_dbscan.png", "activations.png", "filters.png"):
         assert (directory / "figures" / figure).stat().st_size > 1000, figure
     assert set(STAGES) <= set(json.loads((directory / "metrics.json").read_text()))
     assert not directory.with_name(directory.name + ".building").exists()
