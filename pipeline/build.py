@@ -120,6 +120,9 @@ def build(config=BuildConfig(), verbose="auto"):
 
     metrics["build_seconds"] = time.perf_counter() - started
     (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    if (out_dir / "reports").exists() and not (work_dir / "reports").exists():
+        # Reports made by other commands (the model ladder) outlive a rebuild.
+        shutil.copytree(out_dir / "reports", work_dir / "reports")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     work_dir.rename(out_dir)

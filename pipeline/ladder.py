@@ -1,0 +1,178 @@
+"""Model ladder: train a list of presets on the same data and compare them in one table.
+
+    python -m pipeline.ladder --epochs 8 --limit-per-class 1000 --out assets/reports
+
+writes ladder.json (config, rows, machine, command) and ladder.md (the table) into --out.
+Each rung is a classifier.train run reused from runs/ by its config hash, so a second call with
+the same settings only evaluates.
+"""
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from classifier.data import DataConfig, prepare_dataset
+from classifier.train import TrainConfig
+
+# Smallest to biggest, so a ladder cut short still has the cheap rungs.
+PRESETS = ("pets_small", "bootcamp", "gradio_slides", "fastnet_small", "fastnet")
+
+COLUMNS = (  # (row key, markdown header, format)
+    ("preset", "preset", "{}"),
+    ("parameters", "parameters", "{:,}"),
+    ("epochs_run", "epochs", "{}"),
+    ("fit_seconds", "fit (s)", "{:.0f}"),
+    ("best_val_accuracy", "val acc (best)", "{:.3f}"),
+    ("test_accuracy", "test acc (13 classes)", "{:.3f}"),
+    ("cifar10_test_accuracy_10_class", "CIFAR-10 acc (10-class)", "{:.3f}"),
+    ("extra_classes_test_accuracy", "extra classes acc", "{:.3f}"),
+    ("test_loss", "test loss (CE)", "{:.3f}"),
+    ("predict_ms_per_image", "predict (ms/image)", "{:.2f}"),
+)
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    presets: tuple = PRESETS
+    train: TrainConfig = field(default_factory=TrainConfig)  # each rung replaces only its preset
+    runs_dir: str = "runs"
+    out_dir: str = "assets/reports"
+    predict_batch_size: int = 256
+
+
+def run_ladder(config=LadderConfig(), verbose="auto", command=None):
+    """Train (or reuse) and evaluate every preset; write ladder.json and ladder.md; return the rows."""
+    from classifier.train import load_or_train
+
+    dataset = prepare_dataset(config.train.data)
+    _log(f"data: {len(dataset.y_train)} train, {len(dataset.y_val)} val, {len(dataset.y_test)} test")
+    rows = []
+    for preset in config.presets:
+        model, history, run_dir = load_or_train(replace(config.train, preset=preset), dataset, config.runs_dir, verbose)
+        row = {"preset": preset, "run": Path(run_dir).name, **evaluate_rung(model, history, dataset, config)}
+        rows.append(row)
+        _log(" | ".join(f"{key} {_format(row, key, spec)}" for key, _, spec in COLUMNS))
+    print(markdown_table(rows), flush=True)
+    write_report(config, rows, dataset, command)
+    return rows
+
+
+def evaluate_rung(model, history, dataset, config):
+    from classifier.evaluate import cifar10_accuracy
+
+    x_test = dataset.x_test.astype(np.float32) / np.float32(255)
+    # A first call traces the predict function; only the second, warm pass is timed.
+    model.predict(x_test[: config.predict_batch_size], batch_size=config.predict_batch_size, verbose=0)
+    started = time.perf_counter()
+    probabilities = model.predict(x_test, batch_size=config.predict_batch_size, verbose=0)
+    predict_seconds = time.perf_counter() - started
+    y = dataset.y_test
+    cifar = cifar10_accuracy(probabilities, y, list(dataset.class_names))
+    return {
+        "parameters": int(model.count_params()),
+        "epochs_run": len(history.get("loss", [])),
+        "fit_seconds": float(history["fit_seconds"]),
+        "best_val_accuracy": max(history.get("val_accuracy", [0.0])),
+        "test_accuracy": float((probabilities.argmax(axis=1) == y).mean()),
+        "cifar10_test_accuracy_10_class": cifar.get("cifar10_test_accuracy_10_class"),
+        "extra_classes_test_accuracy": cifar.get("extra_classes_test_accuracy"),
+        # Plain cross-entropy: the training loss carries label smoothing, whose floor would hide
+        # how sure each model really is.
+        "test_loss": float(-np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, None)).mean()),
+        "predict_ms_per_image": 1000 * predict_seconds / len(y),
+    }
+
+
+def markdown_table(rows):
+    lines = [
+        "| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+        "|" + "|".join("---" if key == "preset" else "---:" for key, _, _ in COLUMNS) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_format(row, key, spec) for key, _, spec in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def write_report(config, rows, dataset, command=None):
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, data = config.train, config.train.data
+    sizes = {"train": len(dataset.y_train), "val": len(dataset.y_val), "test": len(dataset.y_test)}
+    report = {
+        "command": command, "machine": _machine(), "images": sizes,
+        "config": asdict(config), "rows": rows,
+    }
+    _write_atomic(out_dir / "ladder.json", json.dumps(report, indent=2, default=str) + "\n")
+    made_by = f"`{command}`" if command else "`pipeline.ladder.run_ladder` from Python"
+    limit = "all images" if data.limit_per_class is None else f"at most {data.limit_per_class} images per class"
+    text = "\n".join([
+        "# Model ladder",
+        "",
+        markdown_table(rows),
+        "",
+        f"made by: {made_by}",
+        "",
+        f"- data: {len(dataset.class_names)} classes, {limit} ({sizes['train']:,} train after balancing, "
+        f"{sizes['val']:,} val, {sizes['test']:,} test)",
+        f"- training: {train.epochs} epochs at most (early stopping patience {train.early_stopping_patience}), "
+        f"batch {train.batch_size}, peak learning rate {train.peak_learning_rate}, "
+        f"label smoothing {train.label_smoothing}, seed {train.seed}",
+        f"- machine: {report['machine']}; fit and predict times are wall clock, on a machine shared with other jobs",
+        "- test loss is plain cross-entropy of the predicted probabilities (no label smoothing); "
+        "predict is the batched forward pass over the test split",
+        "",
+    ])
+    _write_atomic(out_dir / "ladder.md", text)
+
+
+def _format(row, key, spec):
+    return "n/a" if row.get(key) is None else spec.format(row[key])
+
+
+def _write_atomic(path, text):
+    # A reader (or a commit) never sees half a report.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _machine():
+    import keras
+
+    gpus = []
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    device = f"{len(gpus)} GPU" if gpus else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}; keras {keras.__version__} ({keras.backend.backend()})"
+
+
+def _log(message):
+    print(f"[ladder] {message}", flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = LadderConfig()
+    parser.add_argument("--presets", default=",".join(defaults.presets), help="comma-separated, in table order")
+    parser.add_argument("--epochs", type=int, default=defaults.train.epochs)
+    parser.add_argument("--limit-per-class", type=int, default=None, help="at most this many images per class (train and test)")
+    parser.add_argument("--out", default=defaults.out_dir, help="folder for ladder.json and ladder.md")
+    parser.add_argument("--runs", default=defaults.runs_dir, help="folder of training runs (reused when the config matches)")
+    args = parser.parse_args()
+    config = LadderConfig(
+        presets=tuple(p for p in args.presets.split(",") if p),
+        train=TrainConfig(epochs=args.epochs, data=DataConfig(limit_per_class=args.limit_per_class)),
+        runs_dir=args.runs, out_dir=args.out,
+    )
+    run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]))

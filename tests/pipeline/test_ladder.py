@@ -1,0 +1,68 @@
+"""A tiny real ladder end to end: two presets, one epoch, a little data."""
+
+import json
+
+import pytest
+
+from classifier.data import DataConfig
+from classifier.train import TrainConfig
+from pipeline.ladder import LadderConfig, run_ladder
+
+PRESETS = ("pets_small", "fastnet_small")
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ladder")
+    config = LadderConfig(
+        presets=PRESETS,
+        train=TrainConfig(epochs=1, batch_size=64, data=DataConfig(limit_per_class=20)),
+        runs_dir=str(root / "runs"), out_dir=str(root / "reports"),
+    )
+    rows = run_ladder(config, verbose=0, command="python -m pipeline.ladder --test")
+    return config, rows, root / "reports"
+
+
+def test_a_row_per_preset_with_sane_figures(ladder):
+    _, rows, _ = ladder
+    assert [row["preset"] for row in rows] == list(PRESETS)
+    for row in rows:
+        assert row["parameters"] > 0 and row["epochs_run"] == 1 and row["fit_seconds"] > 0
+        for key in ("best_val_accuracy", "test_accuracy", "cifar10_test_accuracy_10_class", "extra_classes_test_accuracy"):
+            assert 0.0 <= row[key] <= 1.0, key
+        assert row["test_loss"] > 0 and row["predict_ms_per_image"] > 0
+    assert rows[0]["parameters"] != rows[1]["parameters"]
+
+
+def test_json_and_markdown_reports(ladder):
+    config, rows, reports = ladder
+    report = json.loads((reports / "ladder.json").read_text())
+    assert report["rows"] == json.loads(json.dumps(rows))
+    assert report["command"] == "python -m pipeline.ladder --test"
+    assert report["config"]["presets"] == list(PRESETS) and report["config"]["train"]["epochs"] == 1
+    assert report["images"]["test"] > 0 and "CPU cores" in report["machine"]
+    markdown = (reports / "ladder.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(PRESETS)  # header and one row per preset
+    for preset, line in zip(PRESETS, table[1:]):
+        assert line.startswith(f"| {preset} |")
+    assert "made by: `python -m pipeline.ladder --test`" in markdown
+    assert "at most 20 images per class" in markdown
+    assert not list(reports.glob("*.tmp"))
+
+
+def test_a_second_call_reuses_the_runs(ladder):
+    config, rows, _ = ladder
+    again = run_ladder(config, verbose=0)
+    assert [row["run"] for row in again] == [row["run"] for row in rows]
+    assert [row["fit_seconds"] for row in again] == [row["fit_seconds"] for row in rows]
+    assert len(list((ladder[2].parent / "runs").iterdir())) == len(PRESETS)
+
+
+def test_importing_loads_no_deep_learning_framework():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.ladder; print(any(m in sys.modules for m in ('keras', 'tensorflow', 'jax', 'torch')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
