@@ -13,6 +13,9 @@ from service.predictor import Predictor
 @pytest.fixture(scope="module")
 def smoke_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
+    # A report from another command (the model ladder) in the bundle that the build replaces.
+    (root / "bundle" / "reports").mkdir(parents=True)
+    (root / "bundle" / "reports" / "ladder.md").write_text("# Model ladder\n")
     metrics = build(smoke_config(root / "bundle", root / "runs"), verbose=0)
     return root / "bundle", metrics
 
@@ -27,6 +30,7 @@ def test_every_artefact_is_written(smoke_bundle):
         assert (directory / "figures" / figure).stat().st_size > 1000, figure
     assert set(STAGES) <= set(json.loads((directory / "metrics.json").read_text()))
     assert not directory.with_name(directory.name + ".building").exists()
+    assert (directory / "reports" / "ladder.md").read_text() == "# Model ladder\n", "reports outlive a rebuild"
 
 
 def test_the_bundle_loads_once_and_predicts(smoke_bundle, photo_paths):
