@@ -36,7 +36,16 @@ def model_card_markdown(bundle):
                 lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
     lines += _ood_lines(metrics.get("ood", {}))
     lines += _error_lines(metrics.get("errors", {}), metrics.get("classifier", {}).get("test_images"))
+    lines += _ladder_lines(bundle.directory / "reports" / "ladder.md")
     return "\n".join(lines)
+
+
+def _ladder_lines(path):
+    """The model ladder report (python -m pipeline.ladder), when the bundle has one."""
+    if not path.exists():
+        return []
+    body = path.read_text().split("\n", 1)[-1]  # its own "# Model ladder" title is replaced by ours
+    return ["", "## Model ladder: every preset on the same data", body]
 
 
 def _ood_lines(ood):

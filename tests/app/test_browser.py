@@ -46,3 +46,27 @@ def test_upload_then_click_a_gallery_image(server, photo_paths):
     assert "looks like" in verdict or "Sorry" in verdict
     assert f"your label is {caption.rsplit(' (', 1)[0]}" in note
     assert list((state_dir / "feedback").rglob("*.png"))
+
+
+def test_model_tab_shows_the_error_analysis(server):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1500})
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="Model").click()
+            page.get_by_text("Error analysis", exact=True).wait_for(timeout=30_000)
+            text = page.locator("body").inner_text()
+            for caption in ("K-Means clusters", "DBSCAN clusters", "feature maps of one test image", "first convolution's filters", "Model ladder"):
+                assert caption in text, caption
+            # Every figure of the tab is an image the browser could load, not a broken link.
+            page.wait_for_function("[...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length >= 9",
+                                   timeout=30_000)
+            screenshot = SCREENSHOTS / "browser-model-tab.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            print(f"\nscreenshot: {screenshot}")
+        finally:
+            browser.close()
