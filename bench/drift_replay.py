@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 from classifier.data import (  # noqa: E402
     DataConfig, SHARED_DATA, load_mnist, load_tiny_imagenet_val, prepare_dataset, tiny_imagenet_wnids,
 )
-from classifier.images import Preprocessing  # noqa: E402
 from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS  # noqa: E402
 from monitoring import DriftConfig, PredictionLog, as_reference, detect_drift, upload_metrics  # noqa: E402
 from monitoring.build import build  # noqa: E402
@@ -130,7 +129,7 @@ def main(limit, seed):
     path = model_path()
     print(f"model: {path.relative_to(ROOT)}")
     embedder = CachedEmbedder(path)
-    preprocessing = Preprocessing()
+    preprocessing = DataConfig().preprocessing  # the data the model was trained on, uploads made alike
     dataset = prepare_dataset(DataConfig())
     rng = np.random.default_rng(seed)
 

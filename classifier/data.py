@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.images import Preprocessing, resize, to_uint8
+from classifier.images import Preprocessing, jpeg_round_trip, resize, to_uint8
 from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -34,7 +34,8 @@ class DataConfig:
     cifar10_archive: str = str(SHARED_DATA / "cifar10-jpeg.tgz")
     tiny_imagenet_archive: str = str(SHARED_DATA / "tiny-imagenet-subset.tgz")
     extra_classes: tuple = tuple(EXTRA_CLASS_WNIDS)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # Every picture gets CIFAR-10's own JPEG quality (see Preprocessing.jpeg_quality).
+    preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(jpeg_quality=75))
     val_fraction: float = 0.1
     balance: bool = True  # rotate images of small classes until each has as many as the largest
     limit_per_class: int | None = None  # small runs (tests, smoke builds)
@@ -234,7 +235,7 @@ def prepare_dataset(config=DataConfig()):
         x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     originals = len(y_train)
     if config.balance:
-        x_train, y_train = balance_by_rotation(x_train, y_train, rng)
+        x_train, y_train = balance_by_rotation(x_train, y_train, rng, jpeg_quality=config.preprocessing.jpeg_quality)
     augmented = np.arange(len(y_train)) >= originals
     order = rng.permutation(len(y_train))
     return Dataset(
@@ -356,8 +357,10 @@ def _stratified_split(labels, fraction, rng):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def balance_by_rotation(x, y, rng, max_angle=20.0):
-    """Add rotated copies of small classes' images until every class has as many as the largest."""
+def balance_by_rotation(x, y, rng, max_angle=20.0, jpeg_quality=None):
+    """Add rotated copies of small classes' images until every class has as many as the largest.
+    With jpeg_quality, the copies get the same JPEG round trip as every other picture: rotating
+    smooths the artefacts away, and smooth copies of only the small classes would be a cue."""
     counts = np.bincount(y)
     target = counts.max()
     new_x, new_y = [x], [y]
@@ -367,7 +370,7 @@ def balance_by_rotation(x, y, rng, max_angle=20.0):
         sources = np.flatnonzero(y == label)
         picks = np.resize(rng.permutation(sources), target - count)
         angles = rng.uniform(5.0, max_angle, len(picks)) * rng.choice([-1.0, 1.0], len(picks))
-        new_x.append(np.stack([rotate(x[i], angle) for i, angle in zip(picks, angles)]))
+        new_x.append(np.stack([jpeg_round_trip(rotate(x[i], angle), jpeg_quality) for i, angle in zip(picks, angles)]))
         new_y.append(np.full(len(picks), label, dtype=y.dtype))
     return np.concatenate(new_x), np.concatenate(new_y)
 

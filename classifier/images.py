@@ -32,6 +32,11 @@ class Preprocessing:
     channels: int = 3  # 3 = RGB, 1 = grayscale
     scale: float = 1.0 / 255.0
     resample: str = "lanczos"
+    # After the resize, a JPEG round trip at this quality (None: none). CIFAR-10 here is 32-pixel
+    # JPEG at quality 75; without the same artefacts on every other picture (the extra classes,
+    # rotated copies, uploads), the CNN learns "no JPEG artefacts" as the cue for the extra
+    # classes and sends nearly every real photo there.
+    jpeg_quality: int | None = None
 
     def to_dict(self):
         return asdict(self)
@@ -109,7 +114,17 @@ def to_uint8(source, preprocessing=Preprocessing()):
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    return array
+    return jpeg_round_trip(array, preprocessing.jpeg_quality)
+
+
+def jpeg_round_trip(array, quality):
+    """A uint8 (h, w, c) picture as it comes back from JPEG at `quality` (unchanged for None)."""
+    if quality is None:
+        return array
+    buffer = io.BytesIO()
+    Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array).save(buffer, "JPEG", quality=int(quality))
+    out = np.asarray(Image.open(buffer), dtype=np.uint8)
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def to_model_input(source, preprocessing=Preprocessing()):

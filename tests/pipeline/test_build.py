@@ -49,4 +49,4 @@ def test_config_is_saved_beside_the_artefacts(smoke_bundle):
     config = json.loads((directory / "config.json").read_text())
     assert config["train"]["preset"] == "fastnet_small" and config["train"]["data"]["limit_per_class"] == 40
     manifest = json.loads((directory / "bundle.json").read_text())
-    assert manifest["preprocessing"] == {"height": 32, "width": 32, "channels": 3, "scale": 1 / 255, "resample": "lanczos"}
+    assert manifest["preprocessing"] == {"height": 32, "width": 32, "channels": 3, "scale": 1 / 255, "resample": "lanczos", "jpeg_quality": 75}
