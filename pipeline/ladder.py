@@ -121,6 +121,8 @@ def write_report(config, rows, dataset, command=None):
         "",
         f"- data: {len(dataset.class_names)} classes, {limit} ({sizes['train']:,} train after balancing, "
         f"{sizes['val']:,} val, {sizes['test']:,} test)",
+        f"- pictures: {data.preprocessing.height}x{data.preprocessing.width}, {data.preprocessing.channels} channels, Lanczos, "
+        + (f"JPEG round trip at quality {data.preprocessing.jpeg_quality}" if data.preprocessing.jpeg_quality else "no JPEG round trip"),
         f"- training: {train.epochs} epochs at most (early stopping patience {train.early_stopping_patience}), "
         f"batch {train.batch_size}, peak learning rate {train.peak_learning_rate}, "
         f"label smoothing {train.label_smoothing}, seed {train.seed}",
