@@ -45,7 +45,7 @@ def test_a_folder_tree_with_its_own_test_split(tmp_path, photo_paths):
     dataset = prepare_dataset(config)
     assert dataset.class_names == ("cats", "ships")
     assert len(dataset.y_test) == 8 and len(dataset.y_val) == 2 and len(dataset.y_train) == 6
-    expected, _, _ = load_image_folder(tmp_path / "data", "test")
+    expected, _, _ = load_image_folder(tmp_path / "data", "test", config.preprocessing)
     np.testing.assert_array_equal(dataset.x_test, expected)
 
 

@@ -32,7 +32,7 @@ def test_relabelled_uploads_join_the_next_training_run(tmp_path, real_photos):
     names = result.dataset.class_names
     flat = result.dataset.x_train.reshape(len(result.dataset.x_train), -1)
     for record in store.records():
-        pixels = to_uint8((store.root / record.path).read_bytes()).reshape(-1)
+        pixels = to_uint8((store.root / record.path).read_bytes(), data.preprocessing).reshape(-1)
         rows = np.flatnonzero(np.all(flat == pixels, axis=1))
         assert len(rows) >= 1 and names[result.dataset.y_train[rows[0]]] == record.label
 
