@@ -14,7 +14,8 @@ def model_card_markdown(bundle):
             + (f", trained in {seconds / 60:.1f} min on {training.get('machine')}" if seconds else "")
             + "."
         )
-    lines.append(f"Input: {p.height}×{p.width}, {'RGB' if p.channels == 3 else 'grayscale'}, Lanczos resize, pixels scaled to [0, 1].")
+    jpeg = f", a JPEG round trip at quality {p.jpeg_quality} (as CIFAR-10's own files)" if p.jpeg_quality else ""
+    lines.append(f"Input: {p.height}×{p.width}, {'RGB' if p.channels == 3 else 'grayscale'}, Lanczos resize{jpeg}, pixels scaled to [0, 1].")
     accuracy_rows = [
         ("CIFAR-10 test, 10-class accuracy", "cifar10_test_accuracy_10_class"),
         ("CIFAR-10 test, with all 13 classes allowed", "cifar10_test_accuracy_13_class"),

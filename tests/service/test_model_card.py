@@ -9,6 +9,7 @@ def test_the_shipped_bundles_card_has_accuracy_ood_errors_and_the_ladder(cnn_bun
     classifier = cnn_bundle.metrics["classifier"]
     assert f"| CIFAR-10 test, 10-class accuracy | {classifier['cifar10_test_accuracy_10_class']:.1%} |" in card
     assert "| All 13 classes, whole test split |" in card
+    assert "Lanczos resize, a JPEG round trip at quality 75" in card
     assert "near ood AUROC" in card and "far ood AUROC" in card
     errors = cnn_bundle.metrics["errors"]
     assert f"{errors['misclassified']} of {errors['test_images']} test images are misclassified" in card
