@@ -1,6 +1,7 @@
 """The Model tab's text, from real bundles' metrics: the shipped one and a grayscale one."""
 
 from classifier.bundle import Bundle
+from classifier.images import Preprocessing
 from service.model_card import model_card_markdown
 
 
@@ -19,7 +20,7 @@ def test_the_shipped_bundles_card_has_accuracy_ood_errors_and_the_ladder(cnn_bun
 def test_a_bundle_on_another_dataset_gets_its_own_rows(tmp_path, cnn_bundle):
     # The shipped model's folder with another dataset's metrics: the card reads only the metrics.
     bundle = Bundle(directory=tmp_path, model=cnn_bundle.model, class_names=tuple("0123456789"),
-                    preprocessing=cnn_bundle.preprocessing, manifest={},
+                    preprocessing=Preprocessing(height=28, width=28, channels=1), manifest={},
                     metrics={"classifier": {"test_accuracy": 0.9876},
                              "ood": {"table": {"mahalanobis": {"tiny_imagenet_val": {"auroc": 0.9998, "fpr_at_95_tpr": 0.0004},
                                                                 "id_refusal_rate": 0.06}}, "chosen": "mahalanobis"}})
@@ -28,3 +29,4 @@ def test_a_bundle_on_another_dataset_gets_its_own_rows(tmp_path, cnn_bundle):
     assert "CIFAR-10" not in card and "13 classes" not in card
     assert "tiny imagenet val AUROC / FPR@95" in card and "| mahalanobis | 1.000 / 0.00 | 6.0% |" in card
     assert "Model ladder" not in card
+    assert "Input: 28×28, grayscale, Lanczos resize, pixels scaled to [0, 1]." in card
