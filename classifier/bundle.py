@@ -142,6 +142,31 @@ def write_manifest(directory, class_names, preprocessing, extra=None):
     return manifest
 
 
+def recorded_data_config(directory):
+    """The DataConfig a bundle folder was trained on, from its config.json (to rebuild its splits)."""
+    path = Path(directory) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: its train.data says which data the bundle was trained on.")
+    return data_config_from_json(json.loads(path.read_text())["train"]["data"])
+
+
+def data_config_from_json(values):
+    """The DataConfig a bundle's config.json recorded (JSON turned its tuples into lists)."""
+    from dataclasses import fields
+
+    from classifier.data import DataConfig
+    from classifier.images import Preprocessing
+
+    unknown = sorted(set(values) - {f.name for f in fields(DataConfig)})
+    if unknown:
+        raise ValueError(f"config.json's train.data has settings that DataConfig does not know: {unknown}. "
+                         "The bundle was built by another version of classifier.data; rebuild it with python -m pipeline.build.")
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+    if "preprocessing" in values:
+        values["preprocessing"] = Preprocessing(**values["preprocessing"])
+    return DataConfig(**values)
+
+
 def push_to_hub(directory, repo_id, token=None):
     """Upload a bundle folder to a Hub model repository (needs network and a token)."""
     from huggingface_hub import HfApi

@@ -281,33 +281,13 @@ def _message(path, text, config):
 # ---------------------------------------------------------------- regenerating for a bundle folder
 
 
-def data_config_from_json(values):
-    """The DataConfig a bundle's config.json recorded (JSON turned its tuples into lists)."""
-    from dataclasses import fields
-
-    from classifier.data import DataConfig
-    from classifier.images import Preprocessing
-
-    unknown = sorted(set(values) - {f.name for f in fields(DataConfig)})
-    if unknown:
-        raise ValueError(f"config.json's train.data has settings that DataConfig does not know: {unknown}. "
-                         "The bundle was built by another version of classifier.data; rebuild it with python -m pipeline.build.")
-    values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
-    if "preprocessing" in values:
-        values["preprocessing"] = Preprocessing(**values["preprocessing"])
-    return DataConfig(**values)
-
-
 def regenerate(bundle_dir="assets", config=ErrorAnalysisConfig()):
     """Rebuild the bundle's test split, draw the figures into it, update its metrics.json."""
-    from classifier.bundle import Bundle
+    from classifier.bundle import Bundle, recorded_data_config
     from classifier.data import prepare_dataset
 
     bundle = Bundle.load(bundle_dir, with_fallback=False)
-    config_path = bundle.directory / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: its train.data says which test split to rebuild.")
-    dataset = prepare_dataset(data_config_from_json(json.loads(config_path.read_text())["train"]["data"]))
+    dataset = prepare_dataset(recorded_data_config(bundle.directory))
     if tuple(dataset.class_names) != tuple(bundle.class_names):
         raise ValueError(f"The rebuilt data has classes {dataset.class_names}, the bundle {bundle.class_names}.")
     metrics = build(bundle, dataset, {"test": bundle.embed(dataset.x_test)}, bundle.directory, config)

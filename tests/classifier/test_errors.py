@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.bundle import Bundle, Embedding, write_manifest
+from classifier.bundle import Bundle, Embedding, data_config_from_json, write_manifest
 from classifier.data import DataConfig, Dataset, load_image_folder, load_mnist
-from classifier.errors import ErrorAnalysisConfig, build, data_config_from_json, regenerate
+from classifier.errors import ErrorAnalysisConfig, build, regenerate
 from classifier.images import Preprocessing
 from classifier.labels import CIFAR10_CLASSES
 from classifier.models import build_model
