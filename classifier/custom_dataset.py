@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import DataUnavailable, _stratified_split, _walk_images, load_image_folder, load_mnist
+from classifier.data import (
+    DataUnavailable, _stratified_split, load_image_folder, load_mnist, read_classes_tsv, select_classes,
+)
 
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -30,7 +32,7 @@ def load_source(config):
         x, y = load_mnist(source, preprocessing)
         names = tuple(str(digit) for digit in range(10))
         if classes is not None:
-            x, y, names = _select(x, y, names, classes)
+            x, y, names = select_classes(x, y, names, classes, error=DataUnavailable)
         if limit is not None:
             keep = np.sort(np.concatenate([np.flatnonzero(y == label)[:limit] for label in range(len(names))]))
             x, y = x[keep], y[keep]
@@ -52,7 +54,11 @@ def is_mnist_folder(path):
 
 def readable_names(source, subdir, folders):
     """Class folder names, or the readable names a classes.tsv gives them (made unique, no spaces)."""
-    table = _classes_tsv(source, subdir)
+    return names_from_classes_tsv(_classes_tsv(source, subdir), folders)
+
+
+def names_from_classes_tsv(table, folders):
+    """Each folder's first readable name in `table` (read_classes_tsv), unique, with no spaces."""
     names = []
     for folder in folders:
         name = re.sub(r"[^\w-]+", "_", table.get(folder, folder).split(",")[0].strip()).strip("_") or folder
@@ -72,26 +78,15 @@ def source_signature(path):
 
 
 def _classes_tsv(source, subdir):
+    # In the class folders' parent, or in its parent (Tiny ImageNet: beside train/).
     parts = [part for part in subdir.strip("/").split("/") if part]
     for depth in (len(parts), len(parts) - 1):
         if depth < 0:
             continue
-        folder = "/".join(parts[:depth])
         try:
-            for relative, read in _walk_images(source, folder, suffixes=(".tsv",)):
-                if relative == "classes.tsv":
-                    lines = read().decode("utf-8", errors="replace").splitlines()
-                    return dict(line.split("\t", 1) for line in lines if "\t" in line)
+            table = read_classes_tsv(source, "/".join(parts[:depth]))
         except DataUnavailable:
             continue
+        if table:
+            return table
     return {}
-
-
-def _select(x, y, names, classes):
-    unknown = [name for name in classes if name not in names]
-    if unknown:
-        raise DataUnavailable(f"No images for classes {unknown}; the source has {list(names)}.")
-    old_to_new = {names.index(name): new for new, name in enumerate(classes)}
-    keep = np.isin(y, list(old_to_new))
-    return x[keep], np.array([old_to_new[v] for v in y[keep]], dtype=np.int64), tuple(classes)
-

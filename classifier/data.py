@@ -124,10 +124,20 @@ def load_tiny_imagenet_val(archive, wnids, preprocessing=Preprocessing()):
 
 def tiny_imagenet_wnids(archive):
     """The 200 wnids listed in a Tiny ImageNet archive's classes.tsv, in its order."""
-    for relative, read in _walk_images(archive, "tiny-imagenet-200", suffixes=(".tsv",)):
+    table = read_classes_tsv(archive, "tiny-imagenet-200")
+    if not table:
+        raise DataUnavailable(f"{archive} has no tiny-imagenet-200/classes.tsv.")
+    return tuple(table)
+
+
+def read_classes_tsv(source, folder):
+    """{class folder name: readable names} from `<folder>/classes.tsv` in a folder or archive, in
+    the file's order; {} when there is none."""
+    for relative, read in _walk_images(source, folder, suffixes=(".tsv",)):
         if relative == "classes.tsv":
-            return tuple(line.split("\t")[0] for line in read().decode().splitlines() if line.strip())
-    raise DataUnavailable(f"{archive} has no tiny-imagenet-200/classes.tsv.")
+            lines = read().decode("utf-8", errors="replace").splitlines()
+            return dict(line.split("\t", 1) for line in lines if "\t" in line)
+    return {}
 
 
 def _walk_images(source, subdir="", suffixes=IMAGE_SUFFIXES):
@@ -178,12 +188,18 @@ def load_cifar_pickle(directory, split="train", classes=None, label_mode="fine")
     names = tuple(n.decode() if isinstance(n, bytes) else n for n in names)
     if classes is None:
         return x, labels.astype(np.int64), names
+    return select_classes(x, labels.astype(np.int64), names, classes)
+
+
+def select_classes(x, y, names, classes, error=ValueError):
+    """Keep the pictures of `classes` (names), labelled by their position in it; an unknown class
+    raises `error`."""
     unknown = [c for c in classes if c not in names]
     if unknown:
-        raise ValueError(f"Unknown classes {unknown}; this file has {list(names)}.")
+        raise error(f"Unknown classes {unknown}; this data has {list(names)}.")
     old_to_new = {names.index(c): new for new, c in enumerate(classes)}
-    keep = np.isin(labels, list(old_to_new))
-    return x[keep], np.array([old_to_new[v] for v in labels[keep]], dtype=np.int64), tuple(classes)
+    keep = np.isin(y, list(old_to_new))
+    return x[keep], np.array([old_to_new[v] for v in y[keep]], dtype=np.int64), tuple(classes)
 
 
 def _unpickle(path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import SHARED_DATA, load_mnist, load_tiny_imagenet_val, tiny_imagenet_wnids
+from classifier.data import SHARED_DATA, load_mnist, load_tiny_imagenet_val, read_classes_tsv, tiny_imagenet_wnids
 from classifier.images import Preprocessing, to_uint8
 from ood.wordnet import OURS_ANCESTORS, is_ours
 
@@ -34,13 +34,7 @@ def near_ood_images(preprocessing=Preprocessing(), limit=None, archive=TINY_IMAG
     subset covers as many kinds of object as the full set and only those images are decoded.
     With return_labels, also returns each image's wnid.
     """
-    wnids = near_ood_wnids(archive, ancestor_wnids)
-    if limit is not None:
-        classes = max(1, min(len(wnids), -(-int(limit) // 50)))
-        wnids = tuple(wnids[i] for i in np.linspace(0, len(wnids) - 1, classes).round().astype(int))
-    x, y = load_tiny_imagenet_val(archive, wnids, preprocessing)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    x, y, wnids = _val_images(near_ood_wnids(archive, ancestor_wnids), preprocessing, limit, archive)
     if return_labels:
         return x, np.array([wnids[i] for i in y])
     return x
@@ -50,16 +44,24 @@ def tiny_imagenet_val_except(class_names, preprocessing=Preprocessing(), limit=N
     """Tiny ImageNet val/ images of every class that is not among `class_names`, which may be
     wnids or the readable names classifier.custom_dataset gives them: the OOD set of a bundle
     built on another dataset. `limit` keeps whole classes spread evenly, as near_ood_images does."""
-    from classifier.custom_dataset import readable_names
+    from classifier.custom_dataset import names_from_classes_tsv
 
-    wnids = tiny_imagenet_wnids(archive)
-    names = readable_names(archive, "tiny-imagenet-200/train", wnids)
-    wnids = tuple(wnid for wnid, name in zip(wnids, names) if wnid not in class_names and name not in class_names)
+    table = read_classes_tsv(archive, "tiny-imagenet-200")
+    names = names_from_classes_tsv(table, tuple(table))
+    wnids = tuple(wnid for wnid, name in zip(table, names) if wnid not in class_names and name not in class_names)
+    return _val_images(wnids, preprocessing, limit, archive)[0]
+
+
+def _val_images(wnids, preprocessing, limit, archive):
+    """Val images of `wnids` -> (x, y index into the wnids kept, wnids kept). `limit` keeps whole
+    classes spread evenly over the list (about limit / 50 of them)."""
     if limit is not None:
         classes = max(1, min(len(wnids), -(-int(limit) // 50)))
         wnids = tuple(wnids[i] for i in np.linspace(0, len(wnids) - 1, classes).round().astype(int))
-    x, _ = load_tiny_imagenet_val(archive, wnids, preprocessing)
-    return x if limit is None else x[:limit]
+    x, y = load_tiny_imagenet_val(archive, wnids, preprocessing)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return x, y, wnids
 
 
 def far_ood_images(preprocessing=Preprocessing(), limit=None, directory=MNIST_DIR):
