@@ -1,5 +1,5 @@
 """The whole pipeline in one command: data -> training -> evaluation figures -> OOD detector ->
-gallery index -> monitoring reference -> ImageNet fallback -> bundle.
+gallery index -> monitoring reference -> ImageNet fallback -> error analysis -> bundle.
 
     python -m pipeline.build                 # the shipped bundle, into assets/
     python -m pipeline.build --smoke --out /tmp/bundle   # minutes-long run on a little data
@@ -41,7 +41,8 @@ class BuildConfig:
     runs_dir: str = "runs"
     stages: tuple = STAGES
     # Each stage's own config (ood.build.OODConfig, similarity.build.GalleryConfig,
-    # monitoring.reference.ReferenceConfig, fallback.build.FallbackConfig); None means its defaults.
+    # monitoring.reference.ReferenceConfig, fallback.build.FallbackConfig,
+    # classifier.errors.ErrorAnalysisConfig); a stage left out gets its defaults.
     stage_configs: tuple = ()  # (stage name, config) pairs
     example_photos: tuple = (
         "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
@@ -54,8 +55,7 @@ def build(config=BuildConfig(), verbose="auto"):
     import keras
 
     from classifier.bundle import MODEL_FILE, OOD_FILE, Bundle, write_manifest
-    from classifier.data import trained_tiny_imagenet_wnids
-    from classifier.data import SHARED_DATA
+    from classifier.data import SHARED_DATA, trained_tiny_imagenet_wnids
     from classifier.evaluate import evaluate
     from classifier.train import load_or_train
 
