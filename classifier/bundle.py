@@ -8,7 +8,7 @@ Layout of a bundle folder (each optional artefact is loaded by its own package's
     bundle.json               class names, preprocessing, file names, versions
     model.keras               the CNN (layers "features", "logits", "probabilities")
     config.json, metrics.json, history.json, figures/*.png
-    ood_detector.joblib       ood.ClassIsolationForests (or the detector the OOD table chose)
+    ood_detector.joblib       the detector the OOD table chose (ood.CombinedScore: forests + ASH + norm)
     gallery.npz               similarity.NearestTrainingImages
     monitoring_reference.json monitoring reference (class mean histograms, baselines)
     fallback/                 ImageNet fallback model and label map

@@ -6,6 +6,7 @@ Importing this package loads numpy and scikit-learn's base module, no TensorFlow
 """
 
 from ood.detectors import OODDetector, load_detector
+from ood.combined import CombinedScore
 from ood.forests import ClassIsolationForests, GlobalIsolationForest
 
-__all__ = ["ClassIsolationForests", "GlobalIsolationForest", "OODDetector", "load_detector"]
+__all__ = ["ClassIsolationForests", "CombinedScore", "GlobalIsolationForest", "OODDetector", "load_detector"]

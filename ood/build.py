@@ -23,7 +23,10 @@ TARGETS = {"near_ood_auroc": 0.85, "far_ood_auroc": 0.95, "id_refusal_rate": 0.0
 
 @dataclass(frozen=True)
 class OODConfig:
-    tpr: float = 0.95  # of correctly classified validation images kept by the thresholds
+    tpr: float = 0.95  # of the calibration images kept by the thresholds
+    # "all": every validation image, grouped by its predicted class, as uploads come (right or
+    # wrong); "correct": only the correctly classified ones, grouped by their class.
+    calibration_images: str = "all"
     # ClassIsolationForests (and the global forest baseline)
     n_estimators: int = 200
     max_samples: int = 256
@@ -31,6 +34,7 @@ class OODConfig:
     n_components: int = 32
     residual: bool = True
     knn_k: int = 50
+    ash_percentile: float = 80  # ASH-S prunes each sample's features below this percentile
     seed: int = 0
     methods: tuple = METHODS
     default_method: str = "class_isolation_forests"
@@ -77,7 +81,7 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
     detector = detectors[chosen]
     detector.save(out_dir / OOD_FILE)
     plot_histograms(detector, test, ood_sets, out_dir / "figures" / "ood_histograms.png",
-                    title=f"{chosen}: decision_function, thresholds keep {config.tpr:.0%} of correct val images")
+                    title=f"{chosen}: decision_function, thresholds keep {config.tpr:.0%} of {config.calibration_images} val images")
     _write_json(out_dir / "ood_config.json", asdict(config))
 
     row = table[chosen]

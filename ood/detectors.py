@@ -25,6 +25,10 @@ class OODDetector(BaseEstimator):
     fit(features, labels) and _score(features, classes) on checked float32 arrays, and take
     their settings (n_classes among them) as constructor arguments, as scikit-learn asks."""
 
+    # A detector whose score means the same for every class (feature length, say) sets this
+    # False and gets one threshold for all: per-class bars would only move some classes' cut.
+    per_class_thresholds = True
+
     def score_samples(self, features, classes):
         """Normality score of each sample (higher = more like the training images of its class)."""
         features, classes = self._check(features, classes)
@@ -39,8 +43,9 @@ class OODDetector(BaseEstimator):
         return np.where(self.decision_function(features, classes) >= 0, 1, -1)
 
     def calibrate(self, features, classes, tpr=0.95):
-        """Set each class's threshold so that a fraction `tpr` of these held-out samples (correctly
-        classified validation images, by their class) stays in-distribution."""
+        """Set each class's threshold so that a fraction `tpr` of these held-out samples (validation
+        images, by their predicted class) stays in-distribution; one threshold for all classes
+        if per_class_thresholds is False."""
         if not 0.0 < tpr <= 1.0:
             raise ValueError(f"tpr must be in (0, 1], not {tpr}.")
         features, classes = self._check(features, classes)
@@ -48,7 +53,7 @@ class OODDetector(BaseEstimator):
             raise ValueError("calibrate needs at least one sample.")
         scores = self._score(features, classes)
         thresholds = np.full(self.n_classes_, np.quantile(scores, 1.0 - tpr))
-        for label in range(self.n_classes_):
+        for label in range(self.n_classes_ if self.per_class_thresholds else 0):
             mine = scores[classes == label]
             if len(mine) >= MIN_CALIBRATION_SAMPLES:
                 thresholds[label] = np.quantile(mine, 1.0 - tpr)

@@ -12,11 +12,13 @@ import os
 
 import numpy as np
 
-from ood.baselines import EnergyScore, KNearestNeighbours, Mahalanobis, MaxSoftmax
+from ood.baselines import ActivationShaping, EnergyScore, FeatureNorm, KNearestNeighbours, Mahalanobis, MaxSoftmax
+from ood.combined import CombinedScore
 from ood.detectors import MIN_CALIBRATION_SAMPLES
 from ood.forests import ClassIsolationForests, GlobalIsolationForest
 
-METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "knn")
+METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "knn", "ash",
+           "feature_norm", "forests_ash_norm")
 
 
 def make_detector(method, config, weights, bias, n_classes):
@@ -31,6 +33,13 @@ def make_detector(method, config, weights, bias, n_classes):
         "energy": lambda: EnergyScore(weights, bias, n_classes=n_classes),
         "mahalanobis": lambda: Mahalanobis(n_classes=n_classes),
         "knn": lambda: KNearestNeighbours(k=config.knn_k, n_classes=n_classes),
+        "ash": lambda: ActivationShaping(weights, bias, percentile=config.ash_percentile, n_classes=n_classes),
+        "feature_norm": lambda: FeatureNorm(n_classes=n_classes),
+        "forests_ash_norm": lambda: CombinedScore([
+            ("forests", ClassIsolationForests(**forest)),
+            ("ash", ActivationShaping(weights, bias, percentile=config.ash_percentile)),
+            ("norm", FeatureNorm()),
+        ], n_classes=n_classes),
     }
     if method not in makers:
         raise ValueError(f"Unknown OOD method {method!r}; choose from {METHODS}.")
@@ -48,11 +57,16 @@ def true_positives(split):
 
 
 def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS):
-    """Fit each method on the training true positives, calibrate on the validation ones."""
+    """Fit each method on the training true positives; calibrate on the validation images (all of
+    them by their predicted class, as uploads arrive, or only the correctly classified ones, as
+    config.calibration_images says)."""
     train_x, train_y = true_positives(train)
     if len(train_y) < MIN_CALIBRATION_SAMPLES:  # the same for an untrained model: all images
         train_x, train_y = np.asarray(train["features"]), np.asarray(train["labels"])
-    val_x, val_y = true_positives(val)
+    if config.calibration_images == "all":
+        val_x, val_y = np.asarray(val["features"]), predicted(val)
+    else:
+        val_x, val_y = true_positives(val)
     if len(val_y) < MIN_CALIBRATION_SAMPLES:  # a model too weak to get enough right (smoke tests)
         val_x, val_y = np.asarray(val["features"]), predicted(val)
     detectors = {}
