@@ -18,8 +18,9 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_app(assets, state_dir, timeout=180, extra_args=()):
-    """Yields (url, seconds from process start to serving). The log is state_dir/server.log."""
+def running_app(assets, state_dir, timeout=180, extra_args=(), command=None):
+    """Yields (url, seconds from process start to serving). The log is state_dir/server.log.
+    `command` (argv before --port) serves something else than app.py (bench.gradio_floor)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -27,6 +28,7 @@ def running_app(assets, state_dir, timeout=180, extra_args=()):
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
+            [*command, "--port", str(port)] if command else
             [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--state-dir", str(state_dir), *extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -25,6 +25,7 @@ from fallback.models import IMAGENET_LABELS, MOBILENET_V2, TFLiteImageNetClassif
 from fallback.policy import FallbackPolicy
 from fallback.tuning import (
     cached_imagenet_probabilities, cnn_outputs, evaluate_policy, expected_classes, load_tuning_pictures, tune_policy,
+    tune_thumbnail_threshold,
 )
 
 NOTICE = """The ImageNet fallback model in this folder ({model}) and its labels ({labels}) are
@@ -136,6 +137,10 @@ def _tune(bundle, label_map, config, validation=None):
     policy, metrics, grid = tune_policy(
         cnn_probabilities, inlier, masses, targets, config.max_answer_error, in_distribution=in_distribution
     )
+    thumbnails, thumbnail_grid = None, []
+    if in_distribution is not None:
+        policy, thumbnails, thumbnail_grid = tune_thumbnail_threshold(
+            policy, cnn_probabilities, inlier, targets, (home_probabilities, home_inlier, labels))
     # The same pictures with the CNN alone (it never refuses) and the fallback alone, for comparison.
     cnn_alone = evaluate_policy(FallbackPolicy(0.0, 0.0), cnn_probabilities, None, masses, targets)
     fallback_alone = evaluate_policy(FallbackPolicy(1.0, policy.fallback_mass_threshold), np.zeros_like(cnn_probabilities), None, masses, targets)
@@ -145,10 +150,12 @@ def _tune(bundle, label_map, config, validation=None):
         "objective": f"best balanced score with at most {config.max_answer_error:.0%} of answers wrong",
         "ood_detector": inlier is not None,
         "tuned": metrics,
+        # Rule 0: the same pictures as thumbnails (no larger than the CNN's input), no fallback.
+        "thumbnails": thumbnails,
         "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
         "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
         "grid": "tuning_grid.json",
-    }, grid
+    }, {"photos": grid, "thumbnails": thumbnail_grid}
 
 
 def _per_class(images, labels, per_class, seed):

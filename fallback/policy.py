@@ -4,6 +4,10 @@
     decision = policy.decide(cnn_probabilities, ood_inlier, consult=lambda: fallback.class_masses([image])[0])
 
 The rule, in order:
+0. A thumbnail (an upload no larger than the CNN's own input, like the CIFAR-10 pictures it
+   trained on) gives the 224-pixel ImageNet model almost nothing to see, so the CNN and the OOD
+   detector decide alone: the CNN answers when the detector calls the picture an inlier and the
+   CNN is at least thumbnail_cnn_threshold sure; otherwise the system refuses.
 1. The CNN answers when its top probability is at least cnn_confidence_threshold and the OOD
    detector calls the picture an inlier (no detector counts as inlier).
 2. Otherwise the fallback is consulted (only now, since it costs a second model): it spreads its
@@ -44,6 +48,7 @@ class Decision:
 class FallbackPolicy:
     cnn_confidence_threshold: float = 0.6
     fallback_mass_threshold: float = 0.5
+    thumbnail_cnn_threshold: float = 0.5
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -55,18 +60,23 @@ class FallbackPolicy:
 
     @classmethod
     def from_dict(cls, values):
-        return cls(**{name: float(values[name]) for name in ("cnn_confidence_threshold", "fallback_mass_threshold") if name in values})
+        # Bundles from before the thumbnail rule lack its threshold and get the default.
+        names = ("cnn_confidence_threshold", "fallback_mass_threshold", "thumbnail_cnn_threshold")
+        return cls(**{name: float(values[name]) for name in names if name in values})
 
     def needs_fallback(self, cnn_probabilities, ood_inlier=True):
         return _is_outlier(ood_inlier) or float(np.max(cnn_probabilities)) < self.cnn_confidence_threshold
 
-    def decide(self, cnn_probabilities, ood_inlier=True, consult=None, class_names=CLASS_NAMES):
+    def decide(self, cnn_probabilities, ood_inlier=True, consult=None, class_names=CLASS_NAMES, thumbnail=False):
         """cnn_probabilities: (classes,); ood_inlier: True/False, +1/-1 or None (no detector);
-        consult: a callable returning the fallback's (classes,) masses, or None when there is none."""
+        consult: a callable returning the fallback's (classes,) masses, or None when there is none;
+        thumbnail: the upload is no larger than the CNN's input (rule 0: never consults)."""
         probabilities = _as_vector(cnn_probabilities, len(class_names), "cnn_probabilities")
         best = int(np.argmax(probabilities))
         confidence = float(probabilities[best])
         outlier = _is_outlier(ood_inlier)
+        if thumbnail:
+            return self._decide_thumbnail(best, confidence, outlier, class_names)
         if not outlier and confidence >= self.cnn_confidence_threshold:
             return Decision(best, CNN, confidence, f"The classifier is {confidence:.0%} sure: {_name(class_names, best)}.")
         why = (
@@ -87,6 +97,15 @@ class FallbackPolicy:
             f"(best: {_name(class_names, fallback_best)}), so this is probably none of them."
         )
         return Decision(None, REFUSED, mass, detail, tuple(float(m) for m in masses))
+
+
+    def _decide_thumbnail(self, best, confidence, outlier, class_names):
+        if not outlier and confidence >= self.thumbnail_cnn_threshold:
+            return Decision(best, CNN, confidence, f"The classifier is {confidence:.0%} sure: {_name(class_names, best)}.")
+        why = ("it looks unlike anything the classifier was trained on" if outlier
+               else f"the classifier is unsure ({confidence:.0%} for {_name(class_names, best)})")
+        return Decision(None, REFUSED, confidence, f"A picture this small is the classifier's alone to judge (the ImageNet "
+                        f"model needs a larger photo), and {why}, so it will not guess.")
 
 
 def _is_outlier(ood_inlier):

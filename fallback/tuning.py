@@ -9,6 +9,7 @@ acceptance photos (imagenet-samples) are never used here.
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def cached_imagenet_probabilities(classifier, pictures, key, cache_dir=".cache/f
     return probabilities
 
 
-def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets):
+def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets, thumbnail=False):
     """Run policy.decide on every picture; class_masses are the fallback's, precomputed.
 
     Returns accuracy on pictures of our classes (a refusal counts as wrong), the refusal rate on
@@ -73,7 +74,7 @@ def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets
             return class_masses[index]
 
         inlier = None if ood_inlier is None else ood_inlier[index]
-        decision = policy.decide(cnn_probabilities[index], inlier, consult)
+        decision = policy.decide(cnn_probabilities[index], inlier, consult, thumbnail=thumbnail)
         answers[index] = NONE if decision.class_index is None else decision.class_index
         answered_by.append(decision.answered_by)
     answered_by = np.array(answered_by)
@@ -121,6 +122,33 @@ def tune_policy(cnn_probabilities, ood_inlier, class_masses, targets, max_answer
         # max() keeps the first of equals: grid order encodes the tie-breaks.
         return (*max(qualifying, key=lambda c: round(c[1]["balanced_score"], 12)), grid)
     return (*min(candidates, key=lambda c: round(c[1]["answer_error"], 12)), grid)
+
+
+def tune_thumbnail_threshold(policy, cnn_probabilities, ood_inlier, targets, in_distribution, thresholds=CNN_THRESHOLDS):
+    """The CNN threshold for thumbnails (rule 0 of FallbackPolicy). Returns (policy, metrics, grid).
+
+    The pictures are those of tune_policy, seen as the CNN sees them (its input size): the tuning
+    pictures, and `in_distribution` (cnn_probabilities, ood_inlier, targets) of the CNN's own
+    validation split. The best score (mean of accuracy on our classes, refusal rate on the rest,
+    and accuracy in distribution) wins, ties to the lower threshold. No cap on wrong answers here:
+    at our CNN's accuracy on ImageNet thumbnails no threshold keeps them under tune_policy's cap,
+    and refusing every thumbnail would refuse the CIFAR-10 pictures the CNN knows best.
+    """
+    home_probabilities, home_inlier, home_targets = in_distribution
+    no_masses = np.zeros_like(cnn_probabilities)
+    best, grid = None, []
+    for threshold in thresholds:
+        candidate = replace(policy, thumbnail_cnn_threshold=float(threshold))
+        metrics = evaluate_policy(candidate, cnn_probabilities, ood_inlier, no_masses, targets, thumbnail=True)
+        home = evaluate_policy(candidate, home_probabilities, home_inlier, np.zeros_like(home_probabilities), home_targets, thumbnail=True)
+        metrics["accuracy_in_distribution"] = home["accuracy_ours"]
+        metrics["wrong_in_distribution"] = 1.0 - home["accuracy_ours"] - home["answered_by"][REFUSED] / max(1, len(home_targets))
+        metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3
+        keys = ("accuracy_ours", "refused_none", "accuracy_in_distribution", "wrong_in_distribution", "balanced_score")
+        grid.append({"thumbnail_cnn_threshold": float(threshold), **{key: metrics[key] for key in keys}})
+        if best is None or round(metrics["balanced_score"], 12) > round(best[1]["balanced_score"], 12):
+            best = (candidate, metrics)
+    return (*best, grid)
 
 
 def _mean(values):

@@ -6,7 +6,8 @@
 
 One prediction: decode the upload (EXIF, first frame, any mode) -> Lanczos to the model's input ->
 CNN features and probabilities -> OOD detector on the predicted class -> fallback policy (the
-ImageNet model runs only when the CNN is unsure or the detector refuses) -> the gallery of
+ImageNet model runs only when the CNN is unsure or the detector refuses, and never for a thumbnail
+no larger than the CNN's input) -> the gallery of
 nearest training images from the top classes -> one row in the monitoring log.
 """
 
@@ -120,13 +121,15 @@ class Predictor:
     def _decide(self, image, probabilities, ood_inlier):
         from fallback import FallbackPolicy
 
+        preprocessing = self.bundle.preprocessing
+        thumbnail = image.width <= preprocessing.width and image.height <= preprocessing.height
         fallback = self.bundle.fallback
         if fallback is None:
-            return FallbackPolicy().decide(probabilities, ood_inlier, None, self.class_names), None
+            return FallbackPolicy().decide(probabilities, ood_inlier, None, self.class_names, thumbnail), None
         # The ImageNet model runs only if the policy consults it.
         consultation = fallback.consult(to_mode(image, 3))
         with self._model_lock:
-            decision = fallback.policy.decide(probabilities, ood_inlier, consultation, self.class_names)
+            decision = fallback.policy.decide(probabilities, ood_inlier, consultation, self.class_names, thumbnail)
         return decision, (consultation.result.top if consultation.result is not None else None)
 
     def _gallery(self, probabilities, features, pixels):

@@ -20,7 +20,7 @@ def test_build_writes_a_folder_that_loads_and_runs(tmp_path, photo):
         assert (folder / name).is_file(), name
     assert "Apache License" in (folder / "NOTICE").read_text()
     settings = json.loads((folder / CONFIG_FILE).read_text())
-    assert settings["policy"] == {"cnn_confidence_threshold": 0.7, "fallback_mass_threshold": 0.4}
+    assert settings["policy"] == {"cnn_confidence_threshold": 0.7, "fallback_mass_threshold": 0.4, "thumbnail_cnn_threshold": 0.5}
     assert metrics["imagenet_classes_per_class"]["dog"] == 119 and metrics["imagenet_classes_none"] == 704
 
     fallback = load_fallback(folder)
@@ -44,7 +44,7 @@ def test_build_tunes_the_policy_for_the_cnn(tmp_path, cnn_bundle):
     metrics = build(cnn_bundle, tmp_path, config)
     tuning = metrics["tuning"]
     assert tuning["tuned"]["pictures_ours"] > 0 and tuning["tuned"]["pictures_none"] > 0
-    grid = json.loads((tmp_path / "fallback" / "tuning_grid.json").read_text())
+    grid = json.loads((tmp_path / "fallback" / "tuning_grid.json").read_text())["photos"]
     assert len(grid) > 100
     qualifying = [row for row in grid if row["answer_error"] <= config.max_answer_error]
     chosen = {k: metrics["policy"][k] for k in ("cnn_confidence_threshold", "fallback_mass_threshold")}

@@ -81,3 +81,24 @@ def test_bad_inputs_get_clear_errors():
 def test_round_trip_through_a_dict():
     policy = FallbackPolicy(0.8, 0.4)
     assert FallbackPolicy.from_dict(policy.to_dict()) == policy
+
+
+def test_a_thumbnail_is_the_cnns_alone_and_never_consults(cnn_probabilities, fallback_v2, photo):
+    probabilities = cnn_probabilities[DOG]
+    sure = FallbackPolicy(cnn_confidence_threshold=1.0, thumbnail_cnn_threshold=float(probabilities.max()))
+    consult = fallback_v2.consult(photo(DOG))
+    decision = sure.decide(probabilities, True, consult, thumbnail=True)
+    assert decision.answered_by == CNN and decision.class_index == int(probabilities.argmax())
+    # Unsure, or called an outlier by the detector: refused, still without asking the fallback.
+    unsure = FallbackPolicy(cnn_confidence_threshold=0.0, thumbnail_cnn_threshold=float(probabilities.max()) + 1e-6)
+    for policy, inlier in ((unsure, True), (sure, False)):
+        decision = policy.decide(probabilities, inlier, consult, thumbnail=True)
+        assert decision.answered_by == REFUSED and "picture this small" in decision.detail
+    assert consult.result is None
+
+
+def test_bundles_from_before_the_thumbnail_rule_load_with_its_default():
+    assert FallbackPolicy.from_dict({"cnn_confidence_threshold": 0.9, "fallback_mass_threshold": 0.4}) == FallbackPolicy(0.9, 0.4)
+    assert FallbackPolicy(0.9, 0.4).thumbnail_cnn_threshold == 0.5
+    with pytest.raises(ValueError, match="thumbnail_cnn_threshold"):
+        FallbackPolicy(thumbnail_cnn_threshold=1.5)

@@ -75,3 +75,21 @@ def test_unusable_files_raise_a_plain_error_and_log_nothing(predictor, photo_pat
         with pytest.raises(ImageError, match=message):
             predictor.predict(data)
     assert predictor.log.count() == 0
+
+
+def test_a_thumbnail_is_answered_by_the_cnn_without_the_fallback(predictor, shared_data):
+    # CIFAR-10 test pictures are 32x32, the CNN's own input: rule 0 of the fallback policy.
+    from classifier.data import load_image_folder
+
+    x, y, names = load_image_folder(shared_data / "cifar10-jpeg.tgz", "cifar10/test", limit_per_class=3)
+    predictions = [predictor.predict(Image.fromarray(image)) for image in x]
+    assert all(p.imagenet_top is None and p.answered_by in ("cnn", "refused") for p in predictions)
+    threshold = predictor.bundle.fallback.policy.thumbnail_cnn_threshold
+    for p in predictions:
+        sure = p.top_classes[0][1] >= threshold and p.ood_inlier
+        assert (p.answered_by == "cnn") == sure
+    right = sum(p.label == names[label] for p, label in zip(predictions, y))
+    assert right >= len(x) // 2, f"only {right} of {len(x)} CIFAR-10 thumbnails answered right"
+    # A photo twice as large on each side is not a thumbnail: the fallback is asked when the CNN is unsure.
+    big = predictor.predict(Image.fromarray(x[0]).resize((64, 64)))
+    assert big.answered_by == "cnn" or big.imagenet_top is not None
