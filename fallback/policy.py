@@ -75,15 +75,18 @@ class FallbackPolicy:
         best = int(np.argmax(probabilities))
         confidence = float(probabilities[best])
         outlier = _is_outlier(ood_inlier)
-        if thumbnail:
-            return self._decide_thumbnail(best, confidence, outlier, class_names)
-        if not outlier and confidence >= self.cnn_confidence_threshold:
+        # Rule 0: a thumbnail has its own CNN threshold and never reaches the fallback.
+        threshold = self.thumbnail_cnn_threshold if thumbnail else self.cnn_confidence_threshold
+        if not outlier and confidence >= threshold:
             return Decision(best, CNN, confidence, f"The classifier is {confidence:.0%} sure: {_name(class_names, best)}.")
         why = (
             "The picture looks unlike anything the classifier was trained on"
             if outlier
             else f"The classifier was unsure ({confidence:.0%} for {_name(class_names, best)})"
         )
+        if thumbnail:
+            return Decision(None, REFUSED, confidence, f"{why}, and a picture this small is the classifier's alone to judge "
+                            "(the ImageNet model needs a larger photo), so it will not guess.")
         if consult is None:
             return Decision(None, REFUSED, confidence, f"{why}, and no fallback model is available, so it will not guess.")
         masses = _as_vector(consult(), len(class_names), "the fallback's class masses")
@@ -97,15 +100,6 @@ class FallbackPolicy:
             f"(best: {_name(class_names, fallback_best)}), so this is probably none of them."
         )
         return Decision(None, REFUSED, mass, detail, tuple(float(m) for m in masses))
-
-
-    def _decide_thumbnail(self, best, confidence, outlier, class_names):
-        if not outlier and confidence >= self.thumbnail_cnn_threshold:
-            return Decision(best, CNN, confidence, f"The classifier is {confidence:.0%} sure: {_name(class_names, best)}.")
-        why = ("it looks unlike anything the classifier was trained on" if outlier
-               else f"the classifier is unsure ({confidence:.0%} for {_name(class_names, best)})")
-        return Decision(None, REFUSED, confidence, f"A picture this small is the classifier's alone to judge (the ImageNet "
-                        f"model needs a larger photo), and {why}, so it will not guess.")
 
 
 def _is_outlier(ood_inlier):

@@ -135,12 +135,12 @@ def tune_thumbnail_threshold(policy, cnn_probabilities, ood_inlier, targets, in_
     and refusing every thumbnail would refuse the CIFAR-10 pictures the CNN knows best.
     """
     home_probabilities, home_inlier, home_targets = in_distribution
-    no_masses = np.zeros_like(cnn_probabilities)
     best, grid = None, []
     for threshold in thresholds:
         candidate = replace(policy, thumbnail_cnn_threshold=float(threshold))
-        metrics = evaluate_policy(candidate, cnn_probabilities, ood_inlier, no_masses, targets, thumbnail=True)
-        home = evaluate_policy(candidate, home_probabilities, home_inlier, np.zeros_like(home_probabilities), home_targets, thumbnail=True)
+        # No fallback masses: rule 0 never consults it.
+        metrics = evaluate_policy(candidate, cnn_probabilities, ood_inlier, None, targets, thumbnail=True)
+        home = evaluate_policy(candidate, home_probabilities, home_inlier, None, home_targets, thumbnail=True)
         metrics["accuracy_in_distribution"] = home["accuracy_ours"]
         metrics["wrong_in_distribution"] = 1.0 - home["accuracy_ours"] - home["answered_by"][REFUSED] / max(1, len(home_targets))
         metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3

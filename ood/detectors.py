@@ -53,10 +53,11 @@ class OODDetector(BaseEstimator):
             raise ValueError("calibrate needs at least one sample.")
         scores = self._score(features, classes)
         thresholds = np.full(self.n_classes_, np.quantile(scores, 1.0 - tpr))
-        for label in range(self.n_classes_ if self.per_class_thresholds else 0):
-            mine = scores[classes == label]
-            if len(mine) >= MIN_CALIBRATION_SAMPLES:
-                thresholds[label] = np.quantile(mine, 1.0 - tpr)
+        if self.per_class_thresholds:
+            for label in range(self.n_classes_):
+                mine = scores[classes == label]
+                if len(mine) >= MIN_CALIBRATION_SAMPLES:
+                    thresholds[label] = np.quantile(mine, 1.0 - tpr)
         self.thresholds_ = thresholds
         self.tpr_ = float(tpr)
         return self

@@ -63,11 +63,9 @@ def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS
     train_x, train_y = true_positives(train)
     if len(train_y) < MIN_CALIBRATION_SAMPLES:  # the same for an untrained model: all images
         train_x, train_y = np.asarray(train["features"]), np.asarray(train["labels"])
-    if config.calibration_images == "all":
-        val_x, val_y = np.asarray(val["features"]), predicted(val)
-    else:
-        val_x, val_y = true_positives(val)
-    if len(val_y) < MIN_CALIBRATION_SAMPLES:  # a model too weak to get enough right (smoke tests)
+    val_x, val_y = true_positives(val)
+    # All of them when asked, or when the model gets too few right (smoke tests).
+    if config.calibration_images == "all" or len(val_y) < MIN_CALIBRATION_SAMPLES:
         val_x, val_y = np.asarray(val["features"]), predicted(val)
     detectors = {}
     for method in methods:
