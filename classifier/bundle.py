@@ -9,6 +9,7 @@ Layout of a bundle folder (each optional artefact is loaded by its own package's
     model.keras               the CNN (layers "features", "logits", "probabilities")
     config.json, metrics.json, history.json, figures/*.png
     ood_detector.joblib       the detector the OOD table chose (ood.CombinedScore: forests + ASH + norm)
+    noise_gate.json           ood.noise.NoiseGate: pictures of pure noise are refused before the CNN
     gallery.npz               similarity.NearestTrainingImages
     monitoring_reference.json monitoring reference (class mean histograms, baselines)
     fallback/                 ImageNet fallback model and label map
@@ -26,6 +27,7 @@ from classifier.images import Preprocessing, to_model_input
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.keras"
 OOD_FILE = "ood_detector.joblib"
+NOISE_GATE_FILE = "noise_gate.json"
 GALLERY_FILE = "gallery.npz"
 MONITORING_FILE = "monitoring_reference.json"
 FALLBACK_DIR = "fallback"
@@ -52,6 +54,7 @@ class Bundle:
     manifest: dict
     metrics: dict = field(default_factory=dict)
     ood_detector: object = None
+    noise_gate: object = None
     gallery: object = None
     monitoring_reference: dict = None
     fallback: object = None
@@ -75,6 +78,10 @@ class Bundle:
             from ood import load_detector
 
             bundle.ood_detector = load_detector(directory / OOD_FILE)
+        if (directory / NOISE_GATE_FILE).exists():
+            from ood.noise import NoiseGate
+
+            bundle.noise_gate = NoiseGate.from_dict(_read_json(directory / NOISE_GATE_FILE, None))
         if (directory / GALLERY_FILE).exists():
             from similarity import NearestTrainingImages
 

@@ -2,8 +2,9 @@
 
     metrics = build(bundle, dataset, embeddings, out_dir)   # called by pipeline.build
 
-Writes out_dir/ood_detector.joblib, out_dir/ood_config.json and out_dir/figures/ood_histograms.png;
-returns the table and the choice for metrics.json["ood"].
+Writes out_dir/ood_detector.joblib, out_dir/noise_gate.json (ood.noise: refuses pure noise before
+the CNN is asked), out_dir/ood_config.json and out_dir/figures/ood_histograms.png; returns the
+table and the choice for metrics.json["ood"].
 """
 
 import json
@@ -71,10 +72,10 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
     detectors = fit_candidates(config, train, val, weights, bias, n_classes, config.methods)
     if config.evaluation not in ("ours", "any"):
         raise ValueError(f"evaluation must be 'ours' or 'any', not {config.evaluation!r}.")
-    ood_sets, extra_id_sets, sizes = (_ood_sets if config.evaluation == "ours" else _any_ood_sets)(bundle, config)
+    ood_sets, extra_id_sets, sizes, images = (_ood_sets if config.evaluation == "ours" else _any_ood_sets)(bundle, config)
     sizes.update({"id_test": len(test["labels"]), "train_true_positives": int(np.sum(predicted(train) == train["labels"])),
                   "val_true_positives": int(np.sum(predicted(val) == val["labels"]))})
-    table = ood_table(detectors, test, ood_sets, extra_id_sets)
+    table = ood_table(detectors, test, ood_sets, extra_id_sets, id_groups=_id_groups(dataset, config))
     print(format_table(table), flush=True)
 
     chosen, reason = choose(table, config.default_method, config.choose_margin)
@@ -82,6 +83,7 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
     detector.save(out_dir / OOD_FILE)
     plot_histograms(detector, test, ood_sets, out_dir / "figures" / "ood_histograms.png",
                     title=f"{chosen}: decision_function, thresholds keep {config.tpr:.0%} of {config.calibration_images} val images")
+    noise_gate = _noise_gate(bundle, dataset, original, {"id_test": dataset.x_test, **images}, out_dir)
     _write_json(out_dir / "ood_config.json", asdict(config))
 
     row = table[chosen]
@@ -99,6 +101,7 @@ def build(bundle, dataset, embeddings, out_dir, config=OODConfig()):
         "best_baseline": best_baseline,
         "targets": _targets(row, table, chosen, best_baseline) if config.evaluation == "ours" else {},
         "sizes": sizes,
+        "noise_gate": noise_gate,
         "seconds": time.perf_counter() - started,
     }
 
@@ -120,7 +123,7 @@ def _ood_sets(bundle, config):
         extra["photos_ours"] = imagenet_photos(bundle.preprocessing, "ours", ancestor_wnids=config.ancestor_wnids)
     sizes = {name: len(x) for name, x in {**images, **extra}.items()}
     return ({name: _embedded(bundle, x) for name, x in images.items() if len(x)},
-            {name: _embedded(bundle, x) for name, x in extra.items() if len(x)}, sizes)
+            {name: _embedded(bundle, x) for name, x in extra.items() if len(x)}, sizes, {**images, **extra})
 
 
 def _any_ood_sets(bundle, config):
@@ -132,7 +135,38 @@ def _any_ood_sets(bundle, config):
     if "mnist" in config.any_sets:
         images["mnist"] = far_ood_images(bundle.preprocessing, config.far_ood_limit)
     sizes = {name: len(x) for name, x in images.items()}
-    return {name: _embedded(bundle, x) for name, x in images.items() if len(x)}, {}, sizes
+    return {name: _embedded(bundle, x) for name, x in images.items() if len(x)}, {}, sizes, images
+
+
+def _id_groups(dataset, config):
+    """Our test split is CIFAR-10 pictures plus the extra classes' Tiny ImageNet pictures; the
+    near-OOD set is Tiny ImageNet too. AUROC against each part shows how much of the figure is
+    content and how much the look of the source (downscaled 64-pixel pictures are sharper)."""
+    if config.evaluation != "ours":
+        return None
+    from classifier.labels import CIFAR10_CLASSES
+
+    labels = np.asarray(dataset.y_test)
+    cifar10 = labels < len(CIFAR10_CLASSES)
+    return {"cifar10_test": cifar10, "extra_classes_test": ~cifar10}
+
+
+def _noise_gate(bundle, dataset, original, image_sets, out_dir):
+    """Fit the noise gate on the original training pictures and save it; returns its metrics:
+    the thresholds and the share of each picture set it refuses (real pictures: about none)."""
+    from classifier.bundle import NOISE_GATE_FILE
+    from ood.noise import NoiseGate
+
+    pictures = np.asarray(dataset.x_train)
+    if not len(pictures):
+        return {"skipped": "no training pictures were given (features only)"}
+    try:
+        gate = NoiseGate(bundle.preprocessing).fit(pictures[original])
+    except ValueError as error:  # a dataset with noise-like pictures of its own: no gate
+        return {"skipped": str(error)}
+    _write_json(out_dir / NOISE_GATE_FILE, gate.to_dict())
+    refused = {name: float(np.mean(gate.predict(x) < 0)) for name, x in image_sets.items() if len(x)}
+    return {**gate.to_dict(), "refused": refused}
 
 
 def _embedded(bundle, x):

@@ -91,12 +91,14 @@ def decisions(detector, splits):
     return {name: detector.decision_function(split["features"], predicted(split)) for name, split in splits.items()}
 
 
-def ood_table(detectors, test, ood_sets, extra_id_sets=None):
+def ood_table(detectors, test, ood_sets, extra_id_sets=None, id_groups=None):
     """{method: {set: {"auroc", "fpr_at_95_tpr", "accepted"}, "id_refusal_rate": ...}}.
 
     "accepted" is the fraction of an OOD set the calibrated detector lets through; the refusal
     rates are on all of the ID test split and on its correctly classified part. `extra_id_sets`
-    (e.g. real photos of our classes) get a refusal rate only.
+    (e.g. real photos of our classes) get a refusal rate only. `id_groups` ({name: boolean mask
+    over the test split}) adds, per set, the AUROC against each part of the test split alone and,
+    per group, its refusal rate.
     """
     correct = predicted(test) == np.asarray(test["labels"])
     table = {}
@@ -110,9 +112,15 @@ def ood_table(detectors, test, ood_sets, extra_id_sets=None):
                 "fpr_at_95_tpr": fpr_at_tpr(id_scores, scores[name], 0.95),
                 "accepted": float(np.mean(scores[name] >= 0)),
             }
+            if id_groups:
+                row[name]["auroc_by_id_group"] = {group: auroc(id_scores[mask], scores[name])
+                                                  for group, mask in id_groups.items() if np.any(mask)}
         row["mean_auroc"] = float(np.mean([row[name]["auroc"] for name in ood_sets]))
         row["id_refusal_rate"] = float(np.mean(id_scores < 0))
         row["id_refusal_rate_correct"] = float(np.mean(id_scores[correct] < 0)) if correct.any() else None
+        for group, mask in (id_groups or {}).items():
+            if np.any(mask):
+                row[f"{group}_refusal_rate"] = float(np.mean(id_scores[mask] < 0))
         for name in extra_id_sets or {}:
             row[f"{name}_refusal_rate"] = float(np.mean(scores[name] < 0))
         table[method] = row

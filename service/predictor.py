@@ -5,7 +5,8 @@
     predictor.relabel(prediction, "ship")           # "Based on the image you selected, your label is ship"
 
 One prediction: decode the upload (EXIF, first frame, any mode) -> Lanczos to the model's input ->
-CNN features and probabilities -> OOD detector on the predicted class -> fallback policy (the
+CNN features and probabilities -> OOD detector on the predicted class -> the noise gate (pictures of
+pure noise are refused whatever the CNN says) -> fallback policy (the
 ImageNet model runs only when the CNN is unsure or the detector refuses, and never for a thumbnail
 no larger than the CNN's input) -> the gallery of
 nearest training images from the top classes -> one row in the monitoring log.
@@ -73,7 +74,8 @@ class Predictor:
         probabilities = embedding.probabilities[0]
         predicted = int(np.argmax(probabilities))
         ood_inlier, ood_score = self._ood(embedding.features, predicted)
-        decision, imagenet_top = self._decide(image, probabilities, ood_inlier)
+        noise = self._noise(image, pixels, probabilities)
+        decision, imagenet_top = (noise, None) if noise is not None else self._decide(image, probabilities, ood_inlier)
 
         label = None if decision.class_index is None else self.class_names[decision.class_index]
         prediction = Prediction(
@@ -117,6 +119,21 @@ class Predictor:
         classes = np.array([predicted])
         score = float(detector.decision_function(features, classes)[0])
         return bool(score >= 0), score
+
+    def _noise(self, image, pixels, probabilities):
+        """A refusal Decision if the noise gate takes the upload for noise, else None."""
+        from fallback.policy import REFUSED, Decision
+
+        gate = self.bundle.noise_gate
+        view = None if gate is None else gate.view(image, pixels)
+        if view is None:
+            return None
+        correlation = float(gate.score_samples(view)[0])
+        if correlation >= gate.threshold_:
+            return None
+        return Decision(None, REFUSED, float(np.max(probabilities)), (
+            f"The picture looks like random noise: its neighbouring pixels are unrelated (correlation {correlation:.2f}; "
+            f"every training picture is above {gate.natural_min_:.2f}), so the classifier will not guess."))
 
     def _decide(self, image, probabilities, ood_inlier):
         from fallback import FallbackPolicy

@@ -51,3 +51,22 @@ def test_build_writes_detector_config_and_figure_and_reports_the_table(stage_inp
     assert json.loads((tmp_path / "ood_config.json").read_text())["near_ood_limit"] == 300
     assert (tmp_path / "figures" / "ood_histograms.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["figures", OOD_FILE, "ood_config.json"])
+    # Features only, no pictures: no noise gate (the pipeline test builds one from pictures).
+    assert "skipped" in metrics["noise_gate"]
+
+
+def test_the_table_splits_near_ood_auroc_by_the_source_of_the_test_pictures(stage_inputs, tmp_path):
+    config = OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300, use_photos=False,
+                       methods=("feature_norm",), default_method="feature_norm")
+    row = build(*stage_inputs, tmp_path, config)["table"]["feature_norm"]
+    by_group = row["near_ood"]["auroc_by_id_group"]
+    assert set(by_group) == {"cifar10_test", "extra_classes_test"}
+    # AUROC is the share of (ID, OOD) pairs ranked right, so the whole split's is the two parts'
+    # weighted by their sizes.
+    labels = stage_inputs[1].y_test
+    cifar10, extra = np.sum(labels < 10), np.sum(labels >= 10)
+    mixed = (by_group["cifar10_test"] * cifar10 + by_group["extra_classes_test"] * extra) / len(labels)
+    assert row["near_ood"]["auroc"] == pytest.approx(mixed)
+    assert 0.0 <= row["cifar10_test_refusal_rate"] <= 1.0 and 0.0 <= row["extra_classes_test_refusal_rate"] <= 1.0
+    overall = (row["cifar10_test_refusal_rate"] * cifar10 + row["extra_classes_test_refusal_rate"] * extra) / len(labels)
+    assert overall == pytest.approx(row["id_refusal_rate"])

@@ -23,7 +23,7 @@ def smoke_bundle(tmp_path_factory):
 def test_every_artefact_is_written(smoke_bundle):
     directory, metrics = smoke_bundle
     for name in ("bundle.json", "model.keras", "config.json", "metrics.json", "history.json",
-                 "ood_detector.joblib", "gallery.npz", "monitoring_reference.json", "fallback"):
+                 "ood_detector.joblib", "noise_gate.json", "gallery.npz", "monitoring_reference.json", "fallback"):
         assert (directory / name).exists(), name
     for figure in ("confusion_matrix.png", "curves.png", "tsne.png", "predictions.png",
                    "errors_kmeans.png", "errors_dbscan.png", "activations.png", "filters.png"):
@@ -36,7 +36,7 @@ def test_every_artefact_is_written(smoke_bundle):
 def test_the_bundle_loads_once_and_predicts(smoke_bundle, photo_paths):
     directory, _ = smoke_bundle
     bundle = Bundle.load(directory)
-    assert bundle.ood_detector is not None and bundle.gallery is not None
+    assert bundle.ood_detector is not None and bundle.gallery is not None and bundle.noise_gate is not None
     assert bundle.fallback is not None and bundle.monitoring_reference is not None
     prediction = Predictor(bundle).predict(photo_paths[0])
     assert prediction.answered_by in ("cnn", "fallback", "refused")

@@ -93,3 +93,16 @@ def test_a_thumbnail_is_answered_by_the_cnn_without_the_fallback(predictor, shar
     # A photo twice as large on each side is not a thumbnail: the fallback is asked when the CNN is unsure.
     big = predictor.predict(Image.fromarray(x[0]).resize((64, 64)))
     assert big.answered_by == "cnn" or big.imagenet_top is not None
+
+
+def test_noise_is_refused_before_the_cnn_can_guess(predictor):
+    rng = np.random.default_rng(7)
+    for size in (16, 32, 64):
+        for _ in range(5):
+            static = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            prediction = predictor.predict(static)
+            assert prediction.answered_by == "refused" and prediction.message == REFUSAL
+            assert "random noise" in prediction.detail and prediction.imagenet_top is None
+    # Larger static is averaged into a faint blur by the downscaling; the fallback refuses it.
+    large = predictor.predict(Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)))
+    assert large.answered_by == "refused"
