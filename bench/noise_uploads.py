@@ -20,7 +20,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", default="assets")
     parser.add_argument("--per-size", type=int, default=50)
-    parser.add_argument("--sizes", default="16,32,48,64,256,1024")
+    parser.add_argument("--sizes", default="8,16,32,48,64,256,1024")
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args()
     from service.predictor import Predictor

@@ -63,6 +63,18 @@ def _ood_lines(ood):
         cells = [f"{row[name]['auroc']:.3f} / {row[name]['fpr_at_95_tpr']:.2f}" for name in sets]
         cells.append(f"{row.get('id_refusal_rate', float('nan')):.1%}")
         lines.append(f"| {method.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    by_group = table.get(ood.get("chosen"), {}).get("near_ood", {}).get("auroc_by_id_group", {})
+    if {"cifar10_test", "extra_classes_test"} <= set(by_group):
+        lines += ["", f"Near-OOD AUROC of the shipped detector against the CIFAR-10 test pictures alone: "
+                      f"{by_group['cifar10_test']:.3f}; against the extra classes' test pictures alone: "
+                      f"{by_group['extra_classes_test']:.3f}. Those are Tiny ImageNet pictures like the near-OOD set, "
+                      "so the second figure measures content alone, not the look of the source."]
+    gate = ood.get("noise_gate", {})
+    if "threshold" in gate:
+        refused = gate.get("refused", {}).get("id_test")
+        lines += ["", f"Noise gate: a picture whose neighbouring pixels correlate less than {gate['threshold']:.2f} is refused "
+                      f"as static before the CNN is asked (the least correlated training picture: {gate['natural_min']:.2f})"
+                  + (f"; it refuses {refused:.2%} of the test pictures." if refused is not None else ".")]
     return lines
 
 

@@ -12,6 +12,9 @@ def test_the_shipped_bundles_card_has_accuracy_ood_errors_and_the_ladder(cnn_bun
     assert "| All 13 classes, whole test split |" in card
     assert "Lanczos resize, a JPEG round trip at quality 75" in card
     assert "near ood AUROC" in card and "far ood AUROC" in card
+    near = cnn_bundle.metrics["ood"]["table"][cnn_bundle.metrics["ood"]["chosen"]]["near_ood"]["auroc_by_id_group"]
+    assert f"against the extra classes' test pictures alone: {near['extra_classes_test']:.3f}" in card
+    assert f"correlate less than {cnn_bundle.noise_gate.threshold_:.2f} is refused" in card
     errors = cnn_bundle.metrics["errors"]
     assert f"{errors['misclassified']} of {errors['test_images']} test images are misclassified" in card
     assert "## Model ladder" in card and "| fastnet |" in card
