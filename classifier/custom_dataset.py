@@ -1,8 +1,8 @@
 """Any labelled picture collection as a dataset, instead of our 13 classes: an image-folder tree
 (`<class>/<image>`, images may sit deeper), a .tgz/.tar of one, or a folder of MNIST idx files.
 
-    DataConfig(source="../shared/data/mnist", preprocessing=Preprocessing(28, 28, 1))
-    DataConfig(source="../shared/data/tiny-imagenet-subset.tgz", source_subdir="tiny-imagenet-200/train",
+    DataConfig(source="data/mnist", preprocessing=Preprocessing(28, 28, 1))
+    DataConfig(source="data/tiny-imagenet-subset.tgz", source_subdir="tiny-imagenet-200/train",
                preprocessing=Preprocessing(64, 64, 3))
 
 The class list comes from the data: the class folders, sorted (MNIST: the digits "0".."9"). A
@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import (
-    DataUnavailable, _stratified_split, load_image_folder, load_mnist, read_classes_tsv, select_classes,
+from classifier.readers import (
+    DataUnavailable, is_mnist_folder, load_image_folder, load_mnist, read_classes_tsv, select_classes, stratified_split,
 )
-
-MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def load_source(config):
-    """The raw arrays of `config.source` (a classifier.data.DataConfig), before val split and balancing."""
+    """The raw arrays of `config.source` (a classifier.dataset.DataConfig), before val split and balancing."""
     source, preprocessing, limit = Path(config.source), config.preprocessing, config.limit_per_class
     classes = tuple(config.source_classes) or None
     x_test = y_test = None
@@ -43,13 +41,9 @@ def load_source(config):
         names = readable_names(source, config.source_subdir, names)
     if x_test is None:
         # Its own seed, so that the validation split drawn later never changes the test split.
-        train, test = _stratified_split(y, config.test_fraction, np.random.default_rng(config.seed + 1))
+        train, test = stratified_split(y, config.test_fraction, np.random.default_rng(config.seed + 1))
         x, y, x_test, y_test = x[train], y[train], x[test], y[test]
     return {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test, "class_names": np.array(names)}
-
-
-def is_mnist_folder(path):
-    return Path(path).is_dir() and all((Path(path) / name).exists() for name in MNIST_FILES)
 
 
 def readable_names(source, subdir, folders):
@@ -64,17 +58,6 @@ def names_from_classes_tsv(table, folders):
         name = re.sub(r"[^\w-]+", "_", table.get(folder, folder).split(",")[0].strip()).strip("_") or folder
         names.append(name if name not in names else f"{name}_{folder}")
     return tuple(names)
-
-
-def source_signature(path):
-    """Size (and file count) of a source, so that a changed folder or archive is never read from cache."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    if path.is_file():
-        return [path.stat().st_size]
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return [len(files), sum(p.stat().st_size for p in files)]
 
 
 def _classes_tsv(source, subdir):

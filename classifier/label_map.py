@@ -1,7 +1,7 @@
 """Which of our 13 classes each ImageNet-1k class belongs to, derived from the WordNet hierarchy.
 
-    label_map = build_label_map()            # {imagenet index: our class index, or None}
-    save_label_map("bundle/fallback", label_map)
+    label_map = build_label_map(data_dir / "wordnet")     # {imagenet index: our class index, or None}
+    save_label_map("bundle/fallback", label_map, data_dir / "wordnet")
     label_map = load_label_map("bundle/fallback")
 
 An ImageNet class maps to our class when its synset lies under one of that class's root synsets
@@ -40,15 +40,12 @@ definitions of CIFAR-10 and CIFAR-100) part ways:
 """
 
 import json
-import os
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.data import SHARED_DATA
+from classifier.atomic import write_text_atomic
 from classifier.labels import CLASS_NAMES
+from classifier.wordnet import read_wordnet
 
-WORDNET_DIR = SHARED_DATA / "wordnet"
 LABEL_MAP_TEXT = "label_map.txt"
 LABEL_MAP_JSON = "label_map.json"
 
@@ -93,48 +90,10 @@ OVERRIDES = {
 
 
 class LabelMapError(ValueError):
-    """WordNet files that are missing or inconsistent, or a saved label map that does not load."""
+    """WordNet files that do not fit our classes, or a saved label map that does not load."""
 
 
-@dataclass(frozen=True)
-class WordNet:
-    parents: dict  # wnid -> set of parent wnids
-    names: dict  # wnid -> "name, synonym, ..."
-    imagenet_wnids: tuple  # the 1000 ImageNet-1k classes, in model output order
-    imagenet_names: tuple
-
-    def ancestors(self, wnid):
-        seen, stack = set(), [wnid]
-        while stack:
-            for parent in self.parents.get(stack.pop(), ()):
-                if parent not in seen:
-                    seen.add(parent)
-                    stack.append(parent)
-        return seen
-
-
-def read_wordnet(directory=WORDNET_DIR):
-    directory = Path(directory)
-    try:
-        parents = defaultdict(set)
-        for line in (directory / "class_hierarchy.txt").read_text().splitlines():
-            if line.strip():
-                parent, child = line.split()
-                parents[child].add(parent)
-        names = {}
-        for line in (directory / "node_names.txt").read_text().splitlines():
-            if "\t" in line:
-                wnid, name = line.split("\t", 1)
-                names[wnid] = name
-        classes = json.loads((directory / "dataset_class_info.json").read_text())
-    except (OSError, ValueError) as error:
-        raise LabelMapError(f"Cannot read the WordNet files in {directory}: {error}") from error
-    if [row[0] for row in classes] != list(range(1000)):
-        raise LabelMapError(f"{directory}/dataset_class_info.json does not list ImageNet's 1000 classes in order.")
-    return WordNet(dict(parents), names, tuple(row[1] for row in classes), tuple(row[2] for row in classes))
-
-
-def build_label_map(wordnet_dir=WORDNET_DIR, class_names=CLASS_NAMES):
+def build_label_map(wordnet_dir, class_names=CLASS_NAMES):
     """{ImageNet-1k index: index into class_names, or None when the class is none of ours}."""
     wordnet = read_wordnet(wordnet_dir)
     unknown = [wnid for wnids in ROOT_SYNSETS.values() for wnid in wnids if wnid not in wordnet.names]
@@ -166,7 +125,7 @@ def class_wnids(label_map, imagenet_wnids, class_names=CLASS_NAMES):
     return by_class
 
 
-def save_label_map(directory, label_map, wordnet_dir=WORDNET_DIR, class_names=CLASS_NAMES):
+def save_label_map(directory, label_map, wordnet_dir, class_names=CLASS_NAMES):
     """Write label_map.txt (one line per class: name, then its wnids) and label_map.json."""
     wordnet = read_wordnet(wordnet_dir)
     directory = Path(directory)
@@ -178,14 +137,14 @@ def save_label_map(directory, label_map, wordnet_dir=WORDNET_DIR, class_names=CL
         f"# from the WordNet hierarchy). The other {unmapped} ImageNet classes count for none of ours.",
     ]
     lines += [" ".join([name] + wnids) for name, wnids in by_class.items()]
-    _write_atomic(directory / LABEL_MAP_TEXT, "\n".join(lines) + "\n")
+    write_text_atomic(directory / LABEL_MAP_TEXT, "\n".join(lines) + "\n")
     document = {
         "class_names": list(class_names),
         "imagenet_wnids": list(wordnet.imagenet_wnids),
         "imagenet_to_class": [label_map[index] for index in range(len(wordnet.imagenet_wnids))],
         "overrides": {wnid: {"class": target, "why": why} for wnid, (target, why) in OVERRIDES.items()},
     }
-    _write_atomic(directory / LABEL_MAP_JSON, json.dumps(document, indent=1) + "\n")
+    write_text_atomic(directory / LABEL_MAP_JSON, json.dumps(document, indent=1) + "\n")
     return directory / LABEL_MAP_TEXT, directory / LABEL_MAP_JSON
 
 
@@ -235,9 +194,3 @@ def mapping_matrix(label_map, n_classes=len(CLASS_NAMES), n_imagenet=1000):
         if target is not None:
             matrix[index, target] = 1.0
     return matrix
-
-
-def _write_atomic(path, text):
-    temporary = Path(f"{path}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
