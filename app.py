@@ -1,10 +1,16 @@
-"""The web app: a Gradio page over service.Predictor. UI wiring only.
+"""The web app: a Gradio page over the service layer (service.public). UI wiring only.
 
-    python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share] [--state-dir state]
+    python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share]
+                  [--state-dir state] [--rate-limit 30] [--admin-port PORT]
 
-Classify tab: upload (or webcam, paste, examples) -> verdict, top classes, and the "Give us another
-chance" gallery, where a click relabels the upload and saves the correction. Monitor tab: drift
-dashboard. Model tab: the bundle's metrics and figures.
+Public page (what anyone with the link sees): Classify (upload, webcam or paste -> the verdict,
+the answer's classes, "Under the hood", and the "Give us another chance" gallery, where a click
+proposes a label) and Model (the bundle's card and figures). It shows a visitor nothing of
+anyone else's uploads.
+
+Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login): the
+drift dashboard and the review of proposed labels. The password comes from $HONEST_ADMIN_PASSWORD
+or the file named by $HONEST_ADMIN_PASSWORD_FILE; with neither, the admin area is off.
 """
 
 import argparse
@@ -20,8 +26,11 @@ import gradio as gr  # noqa: E402
 
 from classifier.images import MAX_UPLOAD_BYTES, ImageError  # noqa: E402
 from service.model_card import model_card_markdown  # noqa: E402
+from service.public import VisitorError  # noqa: E402
 
 logger = logging.getLogger("app")
+PASSWORD_VARIABLE, PASSWORD_FILE_VARIABLE = "HONEST_ADMIN_PASSWORD", "HONEST_ADMIN_PASSWORD_FILE"
+SESSION_TTL_S = 3600  # a visitor's token expires with the kept upload (service.visitors.UploadMemory)
 FIGURES = (
     ("confusion_matrix.png", "Confusion matrix"), ("curves.png", "Training curves"),
     ("tsne.png", "t-SNE of penultimate features"), ("predictions.png", "Test predictions"),
@@ -48,52 +57,132 @@ class UploadImage(gr.Image):
 # ---------------------------------------------------------------- handlers (plain functions)
 
 
-def classify(predictor, path):
-    """-> verdict, top classes, detail, gallery, relabel note, session state."""
+def visitor(request):
+    """(client address, session id) of a Gradio request (service.visitors.client_of)."""
+    from service.visitors import client_of
+
+    if request is None:
+        return "local", ""
+    peer = request.client.host if request.client else None
+    return client_of(peer, request.headers.get("x-forwarded-for")), request.session_hash or ""
+
+
+def classify(service, path, client, session):
+    """-> verdict, answer's classes, gallery, under the hood, relabel note, session token."""
     if not path:
-        return "", None, "", [], "", None
+        return _page("", None, [], "", "", None)
     try:
-        prediction = predictor.predict(path)
-    except ImageError as error:
-        return f"### ⚠️ {error}", None, "Nothing was saved. Try another picture.", [], "", None
+        result = service.classify(path, client, session)
+    except (ImageError, VisitorError) as error:
+        return _page(f"### ⚠️ {error}", None, [], "Nothing was saved. Try another picture.", "", None)
     except Exception:
         logger.exception("prediction failed")
-        return "### ⚠️ Something went wrong on our side; the error was logged.", None, "", [], "", None
-    top = {name.replace("_", " "): probability for name, probability in prediction.top_classes}
-    gallery = [
-        (_displayable(neighbour.thumbnail), f"{neighbour.class_name.replace('_', ' ')} ({neighbour.probability:.0%})")
-        for neighbour in prediction.gallery
-    ]
-    return f"### {prediction.message}", top, _detail(prediction), gallery, "", prediction
+        return _page("### ⚠️ Something went wrong on our side; the error was logged.", None, [], "", "", None)
+    prediction = result.prediction
+    # The bars show the answer: the answering stage's shares of our classes (empty when refused).
+    shares = {name.replace("_", " "): share for name, share in prediction.distribution} or None
+    gallery = [(_displayable(n.thumbnail), n.class_name.replace("_", " ")) for n in prediction.gallery]
+    hood = "\n\n".join([prediction.detail, *prediction.under_the_hood])
+    return _page(f"### {prediction.message}", shares, gallery, hood, "", result.token)
 
 
-def relabel(predictor, prediction, index):
-    if prediction is None:
+def _page(verdict, shares, gallery, hood, note, token):
+    return verdict, shares, gallery, hood, note, token
+
+
+def correct_by_gallery(service, token, index, client, session):
+    if token is None:
         return "Classify a picture first."
     try:
-        neighbour = prediction.gallery[int(index)]
-    except (IndexError, TypeError, ValueError):
-        return "That gallery image does not exist."
-    return _save_correction(predictor, prediction, neighbour.class_name)
-
-
-def relabel_by_name(predictor, prediction, label):
-    if prediction is None:
-        return "Classify a picture first."
-    if not label:
-        return "Choose a class first."
-    return _save_correction(predictor, prediction, label.replace(" ", "_"))
-
-
-def _save_correction(predictor, prediction, label):
-    try:
-        message = predictor.relabel(prediction, label)
-    except ValueError as error:
+        return _thanks(service.correct_by_gallery(token, index, client, session))
+    except VisitorError as error:
         return f"⚠️ {error}"
-    except Exception:
-        logger.exception("saving a correction failed")
-        return "⚠️ The correction could not be saved; the error was logged."
-    return f"### {message}\nThank you: the picture was saved for the next retraining."
+
+
+def correct_by_name(service, token, label, client, session):
+    if token is None:
+        return "Classify a picture first."
+    try:
+        return _thanks(service.correct_by_name(token, label, client, session))
+    except VisitorError as error:
+        return f"⚠️ {error}"
+
+
+def _thanks(message):
+    return f"### {message}\nThank you: your label was saved and waits for review before any retraining."
+
+
+def _displayable(image):
+    """A grayscale bundle's pictures are (h, w, 1); gr.Gallery draws (h, w) arrays as gray."""
+    return image[:, :, 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
+# ---------------------------------------------------------------- the public page
+
+
+def build_app(service, bundle_dir, delete_cache=(900, 3600)):
+    bundle_dir = Path(bundle_dir)
+    examples = sorted(str(p) for p in (bundle_dir / "examples").glob("*.jpg"))
+    class_choices = [name.replace("_", " ") for name in service.class_names]
+
+    # The cache of uploaded files is emptied every 15 min of anything older than an hour.
+    with gr.Blocks(title="An image classifier that knows when it does not know", delete_cache=delete_cache) as demo:
+        gr.Markdown(
+            "# What is in your picture?\n"
+            f"Recognises {len(class_choices)} kinds of things: {', '.join(class_choices)}. "
+            "Anything else gets an honest *I don't know*."
+        )
+        token = gr.State(None, time_to_live=SESSION_TTL_S)
+        with gr.Tab("Classify"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = UploadImage(label="Your picture", type="filepath", image_mode=None,
+                                         sources=["upload", "webcam", "clipboard"], height=320)
+                    if examples:
+                        gr.Examples(examples, inputs=upload, label="Or try one of these photos")
+                with gr.Column(scale=1):
+                    verdict = gr.Markdown(elem_id="verdict")
+                    shares = gr.Label(label="How sure the answer is", num_top_classes=3, show_heading=False, elem_id="shares")
+                    with gr.Accordion("Under the hood: what each part of the system said", open=False, elem_id="hood"):
+                        hood = gr.Markdown(elem_id="hood-text")
+            gr.Markdown("## Give us another chance\nNot right? Click the training picture that shows the same thing as yours.")
+            gallery = gr.Gallery(label="Nearest training pictures, one from each of the closest classes", columns=4, height=300,
+                                 allow_preview=False, object_fit="contain", elem_id="gallery")
+            with gr.Row():
+                correct_class = gr.Dropdown(class_choices, value=None, label="…or pick the right class yourself", scale=3)
+                save_class = gr.Button("Save this label", scale=1)
+            relabel_note = gr.Markdown(elem_id="relabel-note")
+            # An endpoint for API clients: relabel by the gallery position a click would give. JSON,
+            # not a Number: a Number would turn True into 1 and round 1.5 before we could refuse them.
+            relabel_index = gr.JSON(visible=False)
+            relabel_button = gr.Button(visible=False)
+
+            def on_upload(path, request: gr.Request):
+                return classify(service, path, *visitor(request))
+
+            def on_gallery_click(token_value, event: gr.SelectData, request: gr.Request):
+                return correct_by_gallery(service, token_value, event.index, *visitor(request))
+
+            def on_relabel(token_value, index, request: gr.Request):
+                return correct_by_gallery(service, token_value, index, *visitor(request))
+
+            def on_relabel_by_name(token_value, label, request: gr.Request):
+                return correct_by_name(service, token_value, label, *visitor(request))
+
+            upload.change(on_upload, upload, [verdict, shares, gallery, hood, relabel_note, token], api_name="classify")
+            gallery.select(on_gallery_click, token, relabel_note, api_visibility="private")
+            relabel_button.click(on_relabel, [token, relabel_index], relabel_note, api_name="relabel")
+            save_class.click(on_relabel_by_name, [token, correct_class], relabel_note, api_name="relabel_by_name")
+
+        with gr.Tab("Model"):
+            gr.Markdown(model_card_markdown(service.predictor.bundle))
+            for file_name, caption in FIGURES:
+                if (bundle_dir / "figures" / file_name).exists():
+                    gr.Image(str(bundle_dir / "figures" / file_name), label=caption, interactive=False, buttons=["fullscreen"])
+    return demo
+
+
+# ---------------------------------------------------------------- the admin area
 
 
 def monitor(predictor):
@@ -103,116 +192,112 @@ def monitor(predictor):
     return (dashboard.drift_markdown, *dashboard.figures, [(_displayable(image), caption) for image, caption in dashboard.last_uploads])
 
 
-def _displayable(image):
-    """A grayscale bundle's pictures are (h, w, 1); gr.Gallery draws (h, w) arrays as gray."""
-    return image[:, :, 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+def review_table(corrections):
+    """Pending votes, oldest first, as rows for a gr.Dataframe; conflicting votes on one picture sit side by side."""
+    import datetime
+
+    rows = []
+    for vote in corrections.pending(limit=200):
+        others = [v.label for v in corrections.votes(picture=vote.picture) if v.id != vote.id]
+        when = datetime.datetime.fromtimestamp(vote.time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        rows.append([vote.id, vote.label, vote.answer or "refused", vote.answered_by, ", ".join(others) or "-",
+                     vote.voter, when, vote.picture])
+    return rows
 
 
-def _detail(prediction):
-    lines = [prediction.detail]
-    if prediction.ood_score is not None:
-        verdict = "like" if prediction.ood_inlier else "unlike"
-        lines.append(f"OOD check: the picture looks {verdict} our training images of its class (score {prediction.ood_score:+.3f}).")
-    if prediction.imagenet_top:
-        seen = ", ".join(
-            f"{item['imagenet_class']} {item['probability']:.0%}" + (f" → {item['our_class'].replace('_', ' ')}" if item["our_class"] else "")
-            for item in prediction.imagenet_top
-        )
-        lines.append(f"ImageNet fallback saw: {seen}.")
-    return "\n\n".join(lines)
+def review(corrections, vote_id, accept):
+    try:
+        vote = corrections.review(int(vote_id), accept, reviewer="admin")
+    except (TypeError, ValueError) as error:
+        return f"⚠️ {error}"
+    return f"Vote {vote.id} ({vote.label}) {vote.status}."
 
 
-# ---------------------------------------------------------------- layout
+def review_picture(corrections, vote_id):
+    import io
+
+    from PIL import Image
+
+    vote = corrections.votes_by_id(int(vote_id)) if vote_id not in (None, "") else None
+    data = None if vote is None else corrections.picture(vote.picture)
+    return None if data is None else Image.open(io.BytesIO(data))
 
 
-def build_app(predictor, bundle_dir):
-    bundle_dir = Path(bundle_dir)
-    examples = sorted(str(p) for p in (bundle_dir / "examples").glob("*.jpg"))
-    class_choices = [name.replace("_", " ") for name in predictor.class_names]
-
-    with gr.Blocks(title="An image classifier that knows when it does not know") as demo:
-        gr.Markdown(
-            "# What is in your picture?\n"
-            f"Recognises {len(class_choices)} kinds of things: {', '.join(class_choices)}. "
-            "Anything else gets an honest *I don't know*."
-        )
-        prediction_state = gr.State(None)
-        with gr.Tab("Classify"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    upload = UploadImage(
-                        label="Your picture", type="filepath", image_mode=None,
-                        sources=["upload", "webcam", "clipboard"], height=320,
-                    )
-                    if examples:
-                        gr.Examples(examples, inputs=upload, label="Or try one of these photos")
-                with gr.Column(scale=1):
-                    verdict = gr.Markdown(elem_id="verdict")
-                    top_classes = gr.Label(label="The small CNN's top classes", num_top_classes=3, show_heading=False)
-                    detail = gr.Markdown(elem_id="detail")
-            gr.Markdown("## Give us another chance\nNot right? Click the training image that shows the same thing as your picture.")
-            gallery = gr.Gallery(label="Nearest training images, one from each of the top classes", columns=4, height=300,
-                                 allow_preview=False, object_fit="contain", elem_id="gallery")
-            with gr.Row():
-                correct_class = gr.Dropdown(class_choices, value=None, label="…or pick the right class yourself", scale=3)
-                save_class = gr.Button("Save this label", scale=1)
-            relabel_note = gr.Markdown(elem_id="relabel-note")
-            # An endpoint for API clients: relabel by the gallery position a click would give.
-            relabel_index = gr.Number(visible=False, precision=0)
-            relabel_button = gr.Button(visible=False)
-
-        with gr.Tab("Monitor") as monitor_tab:
+def build_admin(service):
+    corrections, predictor = service.corrections, service.predictor
+    with gr.Blocks(title="Admin: monitoring and review") as admin:
+        gr.Markdown("# Admin\nMonitoring of every upload, and the review of the labels visitors proposed.")
+        with gr.Tab("Monitor"):
             refresh = gr.Button("Refresh")
             drift = gr.Markdown()
             with gr.Row():
                 histogram_plot, confidence_plot, entropy_plot = gr.Plot(), gr.Plot(), gr.Plot()
             last_uploads = gr.Gallery(label="Last 10 uploads (as the model saw them)", columns=10, height=160, allow_preview=False)
+            monitor_outputs = [drift, histogram_plot, confidence_plot, entropy_plot, last_uploads]
+            refresh.click(lambda: monitor(predictor), None, monitor_outputs, api_name="monitor")
+            admin.load(lambda: monitor(predictor), None, monitor_outputs)
+        with gr.Tab("Review corrections"):
+            headers = ["vote", "proposed", "app answered", "by", "other votes on it", "voter", "when", "picture"]
+            table = gr.Dataframe(headers=headers, interactive=False, wrap=True)
+            with gr.Row():
+                vote_id = gr.Number(label="Vote id", precision=0)
+                picture = gr.Image(label="The picture", interactive=False, height=200)
+                accept, reject = gr.Button("Accept"), gr.Button("Reject")
+            outcome = gr.Markdown()
+            load_votes = gr.Button("Refresh the queue")
+            load_votes.click(lambda: review_table(corrections), None, table)
+            admin.load(lambda: review_table(corrections), None, table)
+            vote_id.change(lambda v: review_picture(corrections, v), vote_id, picture)
+            accept.click(lambda v: review(corrections, v, True), vote_id, outcome).then(lambda: review_table(corrections), None, table)
+            reject.click(lambda v: review(corrections, v, False), vote_id, outcome).then(lambda: review_table(corrections), None, table)
+    return admin
 
-        with gr.Tab("Model"):
-            gr.Markdown(model_card_markdown(predictor.bundle))
-            for file_name, caption in FIGURES:
-                if (bundle_dir / "figures" / file_name).exists():
-                    gr.Image(str(bundle_dir / "figures" / file_name), label=caption, interactive=False, buttons=["fullscreen"])
 
-        classify_outputs = [verdict, top_classes, detail, gallery, relabel_note, prediction_state]
-        upload.change(lambda path: classify(predictor, path), upload, classify_outputs, api_name="classify")
-
-        def on_select(prediction, event: gr.SelectData):
-            return relabel(predictor, prediction, event.index)
-
-        gallery.select(on_select, prediction_state, relabel_note, api_visibility="private")
-        relabel_button.click(lambda p, i: relabel(predictor, p, i), [prediction_state, relabel_index], relabel_note, api_name="relabel")
-        save_class.click(lambda p, label: relabel_by_name(predictor, p, label), [prediction_state, correct_class], relabel_note, api_name="relabel_by_name")
-        monitor_outputs = [drift, histogram_plot, confidence_plot, entropy_plot, last_uploads]
-        for trigger in (refresh.click, monitor_tab.select):
-            trigger(lambda: monitor(predictor), None, monitor_outputs, api_name="monitor" if trigger == refresh.click else None,
-                    api_visibility="public" if trigger == refresh.click else "private")
-    return demo
+def admin_password(environ=os.environ):
+    """The admin password from the environment or the file it names; None: no admin area."""
+    if environ.get(PASSWORD_VARIABLE):
+        return environ[PASSWORD_VARIABLE]
+    if environ.get(PASSWORD_FILE_VARIABLE):
+        text = Path(environ[PASSWORD_FILE_VARIABLE]).read_text().strip()
+        return text or None
+    return None
 
 
 # ---------------------------------------------------------------- start-up
 
 
-def make_predictor(assets, state_dir):
-    from classifier.bundle import Bundle
+def make_service(assets, state_dir, rate_limit=30):
     from monitoring import PredictionLog
+    from service.bundle import Bundle
+    from service.corrections import CorrectionStore
+    from service.limits import ClientLimits
     from service.predictor import Predictor
-    from similarity import FeedbackStore
+    from service.public import PublicService
+    from service.visitors import Pseudonyms, UploadMemory
 
     bundle = Bundle.load(assets)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    log = PredictionLog(state_dir / "monitoring.sqlite")
-    feedback = FeedbackStore(state_dir / "feedback", class_names=bundle.class_names)
-    return Predictor(bundle, log=log, feedback=feedback), bundle.directory
+    predictor = Predictor(bundle, log=PredictionLog(state_dir / "monitoring.sqlite"))
+    service = PublicService(
+        predictor, CorrectionStore(state_dir / "corrections.sqlite", bundle.class_names),
+        ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3)), UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir))
+    return service, bundle.directory
 
 
-def launch(demo, host, port, share, bundle_dir):
-    demo.queue(default_concurrency_limit=4, max_size=64)
+def launch(demo, host, port, share, bundle_dir, limits):
+    from starlette.middleware import Middleware
+
+    from web.guard import PublicGuard
+
+    # Per-client fairness is the service's (service.limits: in flight, per minute); the queue
+    # itself is long enough that one client's burst never fills it for everyone else.
+    demo.queue(default_concurrency_limit=4, max_size=1024)
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples")],
         footer_links=["api", "gradio"], show_error=False,
+        app_kwargs={"middleware": [Middleware(PublicGuard, limits=limits)]},
     )
     print(f"Serving on {local_url}", flush=True)
     if share and not share_url:
@@ -223,23 +308,56 @@ def launch(demo, host, port, share, bundle_dir):
     return local_url, share_url
 
 
+def launch_admin(service, port):
+    password = admin_password()
+    if password is None:
+        print(f"Admin area off: set {PASSWORD_VARIABLE} (or {PASSWORD_FILE_VARIABLE}, a file holding it) to turn on "
+              "monitoring and the review of corrections.", flush=True)
+        return None
+    admin = build_admin(service)
+    admin.queue(default_concurrency_limit=2)
+    # Bound to this machine only: a --share link never reaches it.
+    _, url, _ = admin.launch(server_name="127.0.0.1", server_port=port, auth=("admin", password),
+                             prevent_thread_lock=True, show_error=False, footer_links=[])
+    print(f"Admin area on {url} (user admin)", flush=True)
+    return admin
+
+
+def release_freed_memory():
+    """glibc keeps freed blocks of a big decode for reuse and grows its threshold for returning
+    memory to the system; a fixed threshold returns the blocks of a 49-megapixel upload at once."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: allocations above it are mapped and unmapped
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--assets", default="assets", help="bundle folder, or a Hugging Face Hub repo id (owner/name)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
-    parser.add_argument("--state-dir", default="state", help="where the monitoring log and users' corrections are kept")
+    parser.add_argument("--state-dir", default="state", help="where the monitoring log and visitors' corrections are kept")
+    parser.add_argument("--rate-limit", type=int, default=30,
+                        help="uploads per client per minute (corrections: a third of it); 0 turns every per-client limit off")
+    parser.add_argument("--admin-port", type=int, default=None, help="port of the admin area (default: --port + 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from classifier.bundle import BundleUnavailable
+    release_freed_memory()
+    from service.bundle import BundleUnavailable
 
     try:
-        predictor, bundle_dir = make_predictor(args.assets, args.state_dir)
+        service, bundle_dir = make_service(args.assets, args.state_dir, args.rate_limit)
     except BundleUnavailable as error:
         sys.exit(f"Cannot start: {error}")
-    demo = build_app(predictor, bundle_dir)
-    launch(demo, args.host, args.port, args.share, bundle_dir)
+    demo = build_app(service, bundle_dir)
+    launch(demo, args.host, args.port, args.share, bundle_dir, service.limits)
+    launch_admin(service, args.admin_port or args.port + 1)
     demo.block_thread()
 
 

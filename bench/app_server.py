@@ -19,19 +19,24 @@ def free_port():
 
 @contextlib.contextmanager
 def running_app(assets, state_dir, timeout=180, extra_args=(), command=None):
-    """Yields (url, seconds from process start to serving). The log is state_dir/server.log.
+    """Yields (url, seconds from process start to serving). The log is state_dir/server.log, the
+    process id state_dir/server.pid (for memory measurements and kill -9), the admin area's port
+    state_dir/admin.port (it serves only when the environment gives it a password).
     `command` (argv before --port) serves something else than app.py (bench.gradio_floor)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, admin_port = free_port(), free_port()
+    (state_dir / "admin.port").write_text(str(admin_port))
     log_path = state_dir / "server.log"
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [*command, "--port", str(port)] if command else
-            [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--state-dir", str(state_dir), *extra_args],
+            [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--admin-port", str(admin_port),
+             "--state-dir", str(state_dir), *extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    (state_dir / "server.pid").write_text(str(process.pid))
     try:
         while "Serving on" not in log_path.read_text():
             if process.poll() is not None or time.perf_counter() - started > timeout:

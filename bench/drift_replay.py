@@ -1,6 +1,6 @@
 """Replay real images as uploads through a real SQLite prediction log and the drift test.
 
-    python bench/drift_replay.py            # --limit 3000 images per drifted stream, window 100
+    python -m bench.drift_replay            # --limit 3000 images per drifted stream, window 100
 
 Streams: the CIFAR-10 test set and our 13-class test set (no drift: the alarm should stay quiet),
 then Tiny ImageNet val images of the 184 classes that are not ours, MNIST digits made 32x32 RGB,
@@ -10,7 +10,8 @@ the last 100; printed: windows judged, share that raised the alarm, median p-val
 Then the detection delay: 100 clean uploads, then drifted ones, judged after every 5 uploads.
 
 Probabilities come from the committed bundle (assets/) if present, else the newest dev checkpoint
-runs/*/checkpoint.keras; they are cached in .cache/monitoring/ per model file.
+runs/*/checkpoint.keras; they are cached in .cache/monitoring/ per model file. The CNN answers
+every upload here (the alarm judges the pictures and the CNN, whatever the answer was).
 """
 
 import hashlib
@@ -25,12 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.data import (  # noqa: E402
-    DataConfig, SHARED_DATA, load_mnist, load_tiny_imagenet_val, prepare_dataset, tiny_imagenet_wnids,
-)
+from classifier.dataset import DataConfig, prepare_dataset  # noqa: E402
 from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS  # noqa: E402
+from classifier.readers import load_mnist, load_tiny_imagenet_val, tiny_imagenet_wnids  # noqa: E402
 from monitoring import DriftConfig, PredictionLog, as_reference, detect_drift, upload_metrics  # noqa: E402
-from monitoring.build import build  # noqa: E402
+from pipeline import monitoring_stage  # noqa: E402
+from pipeline.context import BuildContext  # noqa: E402
+from service.bundle import MONITORING_FILE  # noqa: E402
 
 CACHE = ROOT / ".cache" / "monitoring"
 
@@ -55,7 +57,7 @@ class CachedEmbedder:
         self._extractor = None
 
     def __call__(self, name, images):
-        from classifier.bundle import Embedding, embed, feature_model
+        from classifier.embedding import Embedding, embed, feature_model
 
         file = CACHE / f"embedding-{self.key}-{name}-{len(images)}.npz"
         if file.exists():
@@ -81,12 +83,18 @@ def other_tiny_imagenet_wnids(archive):
     return [wnid for wnid in tiny_imagenet_wnids(archive) if wnid not in ours]
 
 
+def answered_by_cnn(image, probability, reference):
+    """The log record of an upload the CNN answered with its own class."""
+    values = upload_metrics(image, probability, reference)
+    return {**values, "answer": values["predicted_class"], "image": image}
+
+
 def replay(images, probabilities, reference, drift_config, every):
     """Log each image as an upload; judge the last window every `every` uploads."""
     with tempfile.TemporaryDirectory() as folder, PredictionLog(Path(folder) / "log.sqlite") as log:
         reports = []
         for index, (image, probability) in enumerate(zip(images, probabilities), start=1):
-            log.append({**upload_metrics(image, probability, reference), "image": image})
+            log.append(answered_by_cnn(image, probability, reference))
             if index % every == 0 and index >= drift_config.window_size:
                 reports.append(detect_drift(log, reference, drift_config))
         assert log.count() == len(images)
@@ -104,7 +112,7 @@ def detection_delay(clean, drifted, reference, drift_config, step=5, segments=5,
         with tempfile.TemporaryDirectory() as folder, PredictionLog(Path(folder) / "log.sqlite") as log:
             delay = None
             for index, (image, probability) in enumerate(zip(images, probabilities), start=1):
-                log.append({**upload_metrics(image, probability, reference), "image": image})
+                log.append(answered_by_cnn(image, probability, reference))
                 if index > size and (index - size) % step == 0 and detect_drift(log, reference, drift_config).alarm:
                     delay = index - size
                     break
@@ -125,21 +133,27 @@ def alarm_table(streams, reference, drift_config):
               f"   ({(time.perf_counter() - started) / len(images) * 1000:.2f} ms per upload incl. logging)", flush=True)
 
 
-def main(limit, seed):
+def main(limit, seed, data_dir=None):
+    from pipeline.data_dir import resolve_data_dir
+
+    data_dir = Path(resolve_data_dir(data_dir))
     path = model_path()
     print(f"model: {path.relative_to(ROOT)}")
     embedder = CachedEmbedder(path)
-    preprocessing = DataConfig().preprocessing  # the data the model was trained on, uploads made alike
-    dataset = prepare_dataset(DataConfig())
+    config = DataConfig(data_dir=str(data_dir))
+    preprocessing = config.preprocessing  # the data the model was trained on, uploads made alike
+    dataset = prepare_dataset(config)
     rng = np.random.default_rng(seed)
 
     embeddings = {"val": embedder("val", dataset.x_val), "test": embedder("test", dataset.x_test)}
-    bundle = SimpleNamespace(class_names=dataset.class_names, preprocessing=preprocessing)
+    # The stage reads only the class names and the input shape of the bundle it builds into.
+    bundle = SimpleNamespace(class_names=dataset.class_names, monitoring_reference=None,
+                             input_shape=(preprocessing.height, preprocessing.width, preprocessing.channels))
     started = time.perf_counter()
-    stage = build(bundle, dataset, embeddings, CACHE)
+    stage = monitoring_stage.run(BuildContext(bundle, dataset, embeddings, CACHE, config, str(data_dir)))
     print(f"build stage: {time.perf_counter() - started:.1f} s; test-set false alarm rate "
           f"{stage['test_false_alarm_rate']} over {stage['test_windows']} windows; baseline medians {stage['baseline_median']}")
-    reference = as_reference(CACHE / "monitoring_reference.json")
+    reference = as_reference(CACHE / MONITORING_FILE)
 
     cifar = np.flatnonzero(dataset.y_test < len(CIFAR10_CLASSES))
     order = rng.permutation(len(dataset.x_test))
@@ -149,10 +163,10 @@ def main(limit, seed):
         "CIFAR-10 test (no drift)": (dataset.x_test[cifar_order], test_probabilities[cifar_order]),
         "our 13-class test (no drift)": (dataset.x_test[order], test_probabilities[order]),
     }
-    archive = SHARED_DATA / "tiny-imagenet-subset.tgz"
+    archive = data_dir / "tiny-imagenet-subset.tgz"
     x_tiny, _ = load_tiny_imagenet_val(archive, other_tiny_imagenet_wnids(archive), preprocessing)
     x_tiny = x_tiny[rng.permutation(len(x_tiny))[:limit]]
-    x_mnist = load_mnist(SHARED_DATA / "mnist", preprocessing)[0][:limit]
+    x_mnist = load_mnist(data_dir / "mnist", preprocessing)[0][:limit]
     x_cifar = dataset.x_test[cifar_order[:limit]]
     drifted = {  # name -> (cache key, images)
         "Tiny ImageNet, other classes": ("tiny-other", x_tiny),
@@ -181,5 +195,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=3000, help="images per drifted stream")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="the development data folder (default $HONEST_DATA_DIR or ../shared/data)")
     arguments = parser.parse_args()
-    main(arguments.limit, arguments.seed)
+    main(arguments.limit, arguments.seed, arguments.data_dir)

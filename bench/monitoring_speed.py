@@ -1,6 +1,6 @@
 """How fast is logging a prediction, and drawing the Monitor tab from a large log?
 
-    python bench/monitoring_speed.py               # 100,000 logged rows
+    python -m bench.monitoring_speed               # 100,000 logged rows
 
 The log is filled with 100,000 synthetic but plausible rows through PredictionLog.append: spread
 over 30 days, classes in the validation proportions, confidence/entropy/histogram distance drawn
@@ -8,7 +8,8 @@ from the reference's validation baselines, colour histograms around their class'
 CIFAR-10 images (cycled) as thumbnails. Then timed on that full log: upload_metrics + append of one
 prediction (median, p95), and render() of the dashboard, alone and with every figure drawn to PNG
 as Gradio does. The reference is assets/monitoring_reference.json, else the one
-bench/drift_replay.py wrote to .cache/monitoring/.
+bench/drift_replay.py wrote to .cache/monitoring/. Every upload is logged with what it was told:
+the CNN's class, the fallback's (here: the same), or nothing when refused.
 """
 
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier.data import DataConfig, prepare_dataset  # noqa: E402
+from classifier.dataset import DataConfig, prepare_dataset  # noqa: E402
 from monitoring import PredictionLog, as_reference, render, upload_metrics  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def find_reference():
     for path in (ROOT / "assets" / "monitoring_reference.json", ROOT / ".cache" / "monitoring" / "monitoring_reference.json"):
         if path.exists():
             return path
-    sys.exit("No monitoring reference: build assets/ or run python bench/drift_replay.py first.")
+    sys.exit("No monitoring reference: build assets/ or run python -m bench.drift_replay first.")
 
 
 def fill(log, reference, images, rows, seed=0):
@@ -49,14 +50,17 @@ def fill(log, reference, images, rows, seed=0):
             "predicted_class": reference.class_names[classes[i]], "confidence": draws["confidence"][i],
             "entropy": draws["entropy"][i], "histogram_distance": draws["histogram_distance"][i],
             "answered_by": answered_by[i], "ood": answered_by[i] == "refused", "time": times[i],
+            "answer": None if answered_by[i] == "refused" else reference.class_names[classes[i]],
             "colour_histogram": histogram, "image": images[i % len(images)],
         })
 
 
-def main(rows, repeats):
+def main(rows, repeats, data_dir=None):
+    from pipeline.data_dir import resolve_data_dir
+
     reference_path = find_reference()
     reference = as_reference(reference_path)
-    dataset = prepare_dataset(DataConfig(limit_per_class=40))
+    dataset = prepare_dataset(DataConfig(data_dir=resolve_data_dir(data_dir), limit_per_class=40))
     images = dataset.x_test
     probabilities = np.random.default_rng(1).dirichlet(np.ones(len(reference.class_names)) * 0.3, 1000)
     print(f"reference: {reference_path.relative_to(ROOT)}")
@@ -74,7 +78,7 @@ def main(rows, repeats):
                 started = time.perf_counter()
                 record = upload_metrics(image, probabilities[i], reference)
                 middle = time.perf_counter()
-                log.append({**record, "answered_by": "cnn", "ood": False, "image": image})
+                log.append({**record, "answer": record["predicted_class"], "answered_by": "cnn", "ood": False, "image": image})
                 metric_times.append(middle - started)
                 append_times.append(time.perf_counter() - middle)
             for name, values in (("upload_metrics", metric_times), ("append (log one prediction)", append_times),
@@ -104,5 +108,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--data-dir", default=None, help="the development data folder (default $HONEST_DATA_DIR or ../shared/data)")
     arguments = parser.parse_args()
-    main(arguments.rows, arguments.repeats)
+    main(arguments.rows, arguments.repeats, arguments.data_dir)

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from classifier.bundle import Bundle
+from service.bundle import Bundle
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
             if prediction.answered_by != "refused":
                 outcomes["answered"] += 1
                 answers[f"{prediction.label} ({prediction.answered_by})"] += 1
-            elif "random noise" in prediction.detail:
+            elif prediction.refused_by == "noise_gate":
                 outcomes["gate"] += 1
             else:
                 outcomes["other"] += 1

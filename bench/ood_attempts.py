@@ -2,6 +2,9 @@
 
     python bench/ood_attempts.py --per-class 1000 --far-limit 2000   # the README's figures: 8.5 min here
     python bench/ood_attempts.py                                      # every training image: slower
+    python bench/ood_attempts.py --data-dir ~/data                    # another data folder
+
+The data folder is --data-dir, else $HONEST_DATA_DIR, else ../shared/data (pipeline.data_dir).
 
 Every row is a score (higher = in-distribution) on the shipped model in assets/; one table:
 
@@ -73,18 +76,18 @@ def vim(train_features, weights, bias, dim=VIM_DIM):
     return lambda f: logsumexp(f @ weights + bias, axis=1) - alpha * np.linalg.norm((f - origin) @ residual_space, axis=1)
 
 
-def main(bundle_dir="assets", per_class=None, near_limit=None, far_limit=5000, seed=0):
+def main(bundle_dir="assets", per_class=None, near_limit=None, far_limit=5000, seed=0, data_dir=None):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from classifier.bundle import Bundle
-    from classifier.data import DataConfig, prepare_dataset
+    from bench.dev import data_folder, dev_data_config, subset_per_class
+    from classifier.dataset import prepare_dataset
     from ood.baselines import Mahalanobis, logit_weights
-    from ood.build import OODConfig
     from ood.datasets import far_ood_images, imagenet_photo_paths, imagenet_photos, near_ood_images, photo_wnid
-    from ood.dev import subset_per_class
     from ood.evaluate import auroc, fit_candidates
+    from pipeline.ood_stage import OODConfig
+    from service.bundle import Bundle
 
     started = time.perf_counter()
 
@@ -92,18 +95,19 @@ def main(bundle_dir="assets", per_class=None, near_limit=None, far_limit=5000, s
         print(f"# {stage}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     bundle = Bundle.load(bundle_dir, with_fallback=False)
-    dataset = prepare_dataset(DataConfig())
+    given_data_dir, data_dir = data_dir, data_folder(data_dir)
+    dataset = prepare_dataset(dev_data_config(data_dir))
     # Rotated copies are not images anyone uploads: fit on the originals only, as the build does.
     keep = np.flatnonzero(~dataset.train_augmented)
     if per_class:
         keep = keep[subset_per_class(dataset.y_train[keep], per_class, seed)]
     labels = {"train": dataset.y_train[keep], "val": dataset.y_val, "test": dataset.y_test}
     images = {"train": dataset.x_train[keep], "val": dataset.x_val, "test": dataset.x_test}
-    near, near_wnids = near_ood_images(bundle.preprocessing, near_limit, return_labels=True)
-    images.update(near=near, far=far_ood_images(bundle.preprocessing, far_limit),
-                  photos=imagenet_photos(bundle.preprocessing, "non_ours"),
-                  photos_ours=imagenet_photos(bundle.preprocessing, "ours"))
-    photo_wnids = np.array([photo_wnid(path) for path in imagenet_photo_paths("non_ours")])
+    near, near_wnids = near_ood_images(data_dir, bundle.preprocessing, near_limit, return_labels=True)
+    images.update(near=near, far=far_ood_images(data_dir / "mnist", bundle.preprocessing, far_limit),
+                  photos=imagenet_photos(data_dir, bundle.preprocessing, "non_ours"),
+                  photos_ours=imagenet_photos(data_dir, bundle.preprocessing, "ours"))
+    photo_wnids = np.array([photo_wnid(path) for path in imagenet_photo_paths(data_dir, "non_ours")])
     note("data: " + ", ".join(f"{name} {len(x)}" for name, x in images.items()))
 
     model = multi_output_model(bundle)
@@ -188,7 +192,7 @@ def main(bundle_dir="assets", per_class=None, near_limit=None, far_limit=5000, s
           f"test {len(labels['test'])} ({extra.sum()} extra-class), near {len(near)}, far {len(images['far'])}, "
           f"photos {len(images['photos'])}, photos_ours {len(images['photos_ours'])}")
     options = "".join(f" --{flag} {value}" for flag, value in
-                      (("per-class", per_class), ("near-limit", near_limit), ("far-limit", far_limit), ("seed", seed))
+                      (("per-class", per_class), ("near-limit", near_limit), ("far-limit", far_limit), ("seed", seed), ("data-dir", given_data_dir))
                       if value is not None)
     print(f"command: python bench/ood_attempts.py{options}   ({time.perf_counter() - started:.0f} s)")
     return table
@@ -203,5 +207,6 @@ if __name__ == "__main__":
     parser.add_argument("--near-limit", type=int, default=None, help="near-OOD images (default: all)")
     parser.add_argument("--far-limit", type=int, default=5000, help="MNIST digits")
     parser.add_argument("--seed", type=int, default=0, help="training subset, near-OOD halves, outlier-exposure sample")
+    parser.add_argument("--data-dir", default=None, help="the data folder (default: $HONEST_DATA_DIR, else ../shared/data)")
     args = parser.parse_args()
-    main(args.bundle, args.per_class, args.near_limit, args.far_limit, args.seed)
+    main(args.bundle, args.per_class, args.near_limit, args.far_limit, args.seed, args.data_dir)

@@ -4,29 +4,33 @@
     python bench/ood_table.py --per-class 1000     # fit on a subset of the training images: faster
     python bench/ood_table.py --stored             # just print the table saved in metrics.json
 
-Recomputing runs the pipeline's OOD stage (ood.build.build) on the bundle's model into --out
-(a temporary folder unless given), so the figures are those a build would write.
+Recomputing runs the pipeline's OOD stage (pipeline.ood_stage.run) on the bundle's model into --out
+(a temporary folder unless given), so the figures are those a build would write. The pictures come
+from the data folder: --data-dir, else $HONEST_DATA_DIR, else ../shared/data (pipeline.data_dir).
 """
 
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from ood.build import OODConfig, build  # noqa: E402
 from ood.evaluate import format_table  # noqa: E402
+from pipeline.context import BuildContext  # noqa: E402
+from pipeline.data_dir import resolve_data_dir  # noqa: E402
+from pipeline.ood_stage import OODConfig, run  # noqa: E402
 
 
 def load_bundle(directory):
     """The bundle in `directory`, or (none built yet) the dev checkpoint wrapped as one."""
-    from classifier.bundle import Bundle
+    from bench.dev import find_model
     from classifier.images import Preprocessing
     from classifier.labels import CLASS_NAMES
-    from ood.dev import find_model
+    from service.bundle import Bundle
 
     if (Path(directory) / "bundle.json").exists():
         return Bundle.load(directory, with_fallback=False)
@@ -45,7 +49,7 @@ def subset_dataset(dataset, per_class):
     """The dataset with at most `per_class` non-augmented training images per class."""
     from dataclasses import replace
 
-    from ood.dev import subset_per_class
+    from bench.dev import subset_per_class
 
     original = np.flatnonzero(~dataset.train_augmented)
     keep = original[subset_per_class(dataset.y_train[original], per_class)]
@@ -53,21 +57,38 @@ def subset_dataset(dataset, per_class):
                    train_augmented=np.zeros(len(keep), bool))
 
 
-def main(bundle_dir="assets", per_class=None, out=None, stored=False, near_limit=None, far_limit=5000):
+def data_config(bundle, data_dir):
+    """The data the bundle's model was trained on (its config.json), read from `data_dir`; the
+    development data's defaults for a training checkpoint, or a bundle whose config.json this
+    version of classifier.dataset cannot read (the reason is printed)."""
+    from classifier.dataset import DataConfig
+    from service.bundle import recorded_data_config
+
+    try:
+        return replace(recorded_data_config(bundle.directory), data_dir=data_dir)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"Not the bundle's recorded data settings, the development data's defaults: {error}")
+        return DataConfig(data_dir=data_dir)
+
+
+def main(bundle_dir="assets", per_class=None, out=None, stored=False, near_limit=None, far_limit=5000, data_dir=None):
     if stored:
         metrics = json.loads((Path(bundle_dir) / "metrics.json").read_text())["ood"]
         print(format_table(metrics["table"]))
         print(f"shipped: {metrics['chosen']} ({metrics['reason']})")
         return metrics
-    from classifier.data import prepare_dataset
+    from classifier.dataset import prepare_dataset
 
+    data_dir = resolve_data_dir(data_dir)
     bundle = load_bundle(bundle_dir)
-    dataset = prepare_dataset()
+    data = data_config(bundle, data_dir)
+    dataset = prepare_dataset(data)
     if per_class:
         dataset = subset_dataset(dataset, per_class)
     embeddings = {split: bundle.embed(getattr(dataset, f"x_{split}")) for split in ("train", "val", "test")}
     out = Path(out or tempfile.mkdtemp(prefix="ood-table-"))
-    metrics = build(bundle, dataset, embeddings, out, OODConfig(near_ood_limit=near_limit, far_ood_limit=far_limit))
+    context = BuildContext(bundle, dataset, embeddings, out, data, data_dir)
+    metrics = run(context, OODConfig(near_ood_limit=near_limit, far_ood_limit=far_limit))
     print(f"shipped: {metrics['chosen']} ({metrics['reason']})")
     print(f"ID test refused: {metrics['id_refusal_rate']:.3f} (correctly classified ones: {metrics['id_refusal_rate_correct']:.3f})")
     print(f"set sizes: {metrics['sizes']}")
@@ -86,5 +107,6 @@ if __name__ == "__main__":
     parser.add_argument("--far-limit", type=int, default=5000, help="MNIST digits")
     parser.add_argument("--out", default=None, help="folder for the detector, config and figure")
     parser.add_argument("--stored", action="store_true", help="print the table in the bundle's metrics.json")
+    parser.add_argument("--data-dir", default=None, help="the development data folder (see pipeline.data_dir)")
     args = parser.parse_args()
-    main(args.bundle, args.per_class, args.out, args.stored, args.near_limit, args.far_limit)
+    main(args.bundle, args.per_class, args.out, args.stored, args.near_limit, args.far_limit, args.data_dir)

@@ -1,7 +1,7 @@
 """Gallery benchmark: query latency and nearest-neighbour class agreement, cosine vs raw pixels.
 
     python -m bench.similarity                  # model: assets/model.keras, else newest runs/*/checkpoint.keras
-    python -m bench.similarity --model runs/fastnet-x/model.keras --queries 2000
+    python -m bench.similarity --model runs/fastnet-x/model.keras --queries 2000 --data-dir ../shared/data
 
 Prints:
 - latency of one query (k=4) over all 13 classes and restricted to the upload's top-4 classes,
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import DataConfig, prepare_dataset
-from similarity.build import GalleryConfig, nearest_class_agreement
+from classifier.dataset import DataConfig, prepare_dataset
+from pipeline.gallery_stage import GalleryConfig, nearest_class_agreement
 from similarity.gallery import balanced_sample, gallery_for
 from similarity.index import NearestTrainingImages
 
@@ -50,7 +50,7 @@ def embeddings(model_path, dataset, pool_rows):
             return {name: cached[name] for name in cached.files}
     import keras
 
-    from classifier.bundle import embed, feature_model
+    from classifier.embedding import embed, feature_model
 
     extractor = feature_model(keras.saving.load_model(model_path, compile=False))
     pool, test = embed(extractor, dataset.x_train[pool_rows]), embed(extractor, dataset.x_test)
@@ -80,10 +80,12 @@ def shown_rate(gallery, probabilities, queries, labels, mode):
     return float(np.mean(hits))
 
 
-def main(model_path=None, queries=1000, seed=0):
+def main(model_path=None, queries=1000, seed=0, data_dir=None):
+    from pipeline.data_dir import resolve_data_dir
+
     config = GalleryConfig()
     model_path = find_model(model_path)
-    dataset = prepare_dataset(DataConfig())
+    dataset = prepare_dataset(DataConfig(data_dir=resolve_data_dir(data_dir)))
     eligible = ~dataset.train_augmented
     pool_rows = balanced_sample(dataset.y_train, max(SIZES), eligible, config.seed)
     arrays = embeddings(model_path, dataset, pool_rows)
@@ -148,5 +150,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a .keras model (default: assets/, else the newest checkpoint)")
     parser.add_argument("--queries", type=int, default=1000, help="queries timed per cosine row (L1 rows: a fifth)")
+    parser.add_argument("--data-dir", default=None, help="the development data folder (default $HONEST_DATA_DIR or ../shared/data)")
     args = parser.parse_args()
-    main(args.model, args.queries)
+    main(args.model, args.queries, data_dir=args.data_dir)

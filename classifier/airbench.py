@@ -36,43 +36,13 @@ On this 2-core CPU (no GPU lent) training runs in mixed bfloat16 (the CPU has AM
 2.5 s against 4.0 s in float32); BatchNorm and the variables stay float32.
 """
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 from keras import layers, ops
 
+from classifier.airbench_config import WIDTHS, AirbenchConfig  # noqa: F401  (hyperparameters, without Keras)
+from classifier.images import to_float
 from classifier.models import RGB_MEAN, RGB_STD
-
-# The nets of the airbench family: widths of the three blocks.
-WIDTHS = {"airbench94": (64, 256, 256), "airbench95": (128, 384, 384)}
-
-
-@dataclass(frozen=True)
-class AirbenchConfig:
-    batch_size: int = 1024
-    learning_rate: float = 11.5  # per 1024 examples, decoupled from momentum (the paper's unit)
-    momentum: float = 0.85  # Nesterov
-    weight_decay: float = 0.0153  # per 1024 examples, decoupled from the learning rate
-    bias_scaler: float = 64.0  # BatchNorm biases learn this much faster (not decayed faster)
-    label_smoothing: float = 0.2
-    warmup_fraction: float = 0.23  # triangular schedule: up over this share of the steps...
-    schedule_start: float = 0.2  # ...from this multiple of the learning rate, to 1, then down
-    schedule_end: float = 0.07  # ...to this multiple at the last step
-    whiten_kernel_size: int = 2
-    whiten_images: int = 5000  # training pictures whose patches give the whitening
-    whiten_eps: float = 5e-4
-    whiten_bias_epochs: int = 3  # the whitening bias trains this long, then is frozen
-    batchnorm_momentum: float = 0.6  # Keras' momentum: PyTorch's 0.4
-    logit_scale: float = 1 / 9
-    lookahead_start_epochs: int = 3
-    lookahead_every_steps: int = 5
-    lookahead_decay_base: float = 0.95  # per step; raised to the power every_steps
-    lookahead_decay_power: float = 3.0
-    flip: bool = True  # derandomised, alternating
-    translate: int = 2  # pixels, reflect padding
-    tta_level: int = 2  # 0: none, 1: mirror, 2: mirror x {no shift, two 1-pixel shifts}
-    precision: str = "mixed_bfloat16"  # keras dtype policy while training and serving
 
 
 def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="auto"):
@@ -90,8 +60,9 @@ def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="
     finally:
         keras.config.set_dtype_policy(previous_policy)
     whiten = model.get_layer("whiten")
-    whiten.kernel.assign(whitening_kernel(dataset.x_train[: config.whiten_images], config))
-    whiten.kernel.trainable = False
+    if config.whiten:
+        whiten.kernel.assign(whitening_kernel(dataset.x_train[: config.whiten_images], config))
+        whiten.kernel.trainable = False
 
     bias_paths = [v.path for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
                   for v in layer.trainable_weights]
@@ -107,9 +78,9 @@ def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    x_val = dataset.x_val.astype(np.float32) / np.float32(255)
+    x_val = to_float(dataset.x_val)
     y_val = np.eye(num_classes, dtype=np.float32)[dataset.y_val]
-    callbacks = [Lookahead(total_steps, config), keras.callbacks.TerminateOnNaN()]
+    callbacks = [keras.callbacks.TerminateOnNaN()] + ([Lookahead(total_steps, config)] if config.lookahead else [])
     if out_dir is not None:
         callbacks.append(keras.callbacks.CSVLogger(f"{out_dir}/history.csv"))
     result = model.fit(train, validation_data=(x_val, y_val), epochs=int(epochs), callbacks=callbacks, verbose=verbose)
@@ -158,7 +129,7 @@ def make_net(input_shape, num_classes, widths, config):
     logits = layers.Rescaling(config.logit_scale, name="scaled_logits", dtype="float32")(head(x))
     model = keras.Model(inputs, logits, name="airbench_training")
     for layer in trunk:
-        if isinstance(layer, layers.Conv2D) and layer.name != "whiten":
+        if config.dirac and isinstance(layer, layers.Conv2D) and layer.name != "whiten":
             layer.kernel.assign(dirac(layer.kernel.numpy()))
     return trunk, head, model
 
@@ -363,7 +334,7 @@ class AlternatingFlipLoader(keras.utils.PyDataset):
             x = shift(x, self.shifts[rows], self.translate)
         mirror = self.flipped[rows] ^ bool(self.epoch % 2) if self.flip else np.zeros(len(rows), bool)
         x = np.where(mirror[:, None, None, None], x[:, :, ::-1, :], x)
-        return x.astype(np.float32) / np.float32(255), self.targets[rows]
+        return to_float(x), self.targets[rows]
 
     def on_epoch_end(self):
         self.epoch += 1

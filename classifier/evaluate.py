@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.figures import pyplot, save_figure
 from classifier.labels import CIFAR10_CLASSES
 
 
@@ -45,7 +46,10 @@ def evaluate(test, dataset, history, out_dir, config=EvaluationConfig()):
     _plot_confusion(matrix, names, figures / "confusion_matrix.png")
     if history:
         _plot_curves(history, figures / "curves.png")
-    _plot_tsne(test.features, y, names, figures / "tsne.png", config)
+    if len(y) >= 4:  # t-SNE needs a perplexity below the number of points
+        _plot_tsne(test.features, y, names, figures / "tsne.png", config)
+    else:
+        metrics["skipped"] = [f"t-SNE figure: {len(y)} test pictures are too few"]
     _plot_grid(dataset.x_test, y, predicted, probabilities, names, figures / "predictions.png", config)
     return metrics
 
@@ -69,17 +73,8 @@ def cifar10_accuracy(probabilities, y, names):
     return out
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_confusion(matrix, names, path):
-    plt = _pyplot()
+    plt = pyplot()
     normalized = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axis = plt.subplots(figsize=(9, 8))
     axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
@@ -93,12 +88,11 @@ def _plot_confusion(matrix, names, path):
     axis.set_ylabel("true")
     axis.set_title("Confusion matrix (test split; colour = row share)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def _plot_curves(history, path):
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("accuracy", "loss")):
         for prefix, label in (("", "train"), ("val_", "validation")):
@@ -110,17 +104,16 @@ def _plot_curves(history, path):
         axis.legend()
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def _plot_tsne(features, y, names, path, config):
     from sklearn.manifold import TSNE
 
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(config.seed)
     pick = rng.choice(len(y), min(config.tsne_points, len(y)), replace=False)
-    points = TSNE(n_components=2, init="pca", random_state=config.seed, perplexity=30).fit_transform(features[pick])
+    points = TSNE(n_components=2, init="pca", random_state=config.seed, perplexity=min(30.0, (len(pick) - 1) / 3)).fit_transform(features[pick])
     figure, axis = plt.subplots(figsize=(9, 7))
     colours = plt.get_cmap("tab20")
     for index, name in enumerate(names):
@@ -131,12 +124,11 @@ def _plot_tsne(features, y, names, path, config):
     axis.set_xticks([])
     axis.set_yticks([])
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def _plot_grid(x, y, predicted, probabilities, names, path, config):
-    plt = _pyplot()
+    plt = pyplot()
     side = config.grid_side
     pick = np.random.default_rng(config.seed).choice(len(y), min(side * side, len(y)), replace=False)
     figure, axes = plt.subplots(side, side, figsize=(side * 1.3, side * 1.45))
@@ -152,5 +144,4 @@ def _plot_grid(x, y, predicted, probabilities, names, path, config):
         )
     figure.suptitle("Test predictions (green = right, red = wrong)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -17,6 +17,10 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 # Width x height above which a file is treated as a decompression bomb (a 40-megapixel photo
 # fits; a tiny PNG that claims 100,000 x 100,000 pixels does not).
 MAX_PIXELS = 50_000_000
+# The only decoders an upload can reach. Pillow would otherwise try every format it knows, EPS
+# among them, which runs Ghostscript wherever that is installed. Cameras' MPO files open through
+# Pillow's JPEG opener (naming "MPO" here raises KeyError: it registers no opener of its own).
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
 class ImageError(ValueError):
@@ -46,10 +50,13 @@ class Preprocessing:
         return cls(**values)
 
 
-def open_image(source):
+def open_image(source, draft_side=None):
     """Decode bytes, a path, a PIL image or an array into a fully loaded PIL image.
 
-    Raises ImageError with a plain message for anything that is not a usable picture.
+    With `draft_side`, a JPEG larger than twice that is decoded at a reduced scale (Pillow's
+    draft mode: 1/2 to 1/8 in the DCT itself), never below `draft_side` a side: a 50-megapixel
+    photo then costs a few megabytes, not 150. Raises ImageError with a plain message for anything
+    that is not a usable picture.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -62,7 +69,7 @@ def open_image(source):
         if len(data) > MAX_UPLOAD_BYTES:
             raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
             raise ImageError("This file is not an image we can read (try JPEG, PNG, GIF, WebP or BMP).") from None
         except Image.DecompressionBombError:
@@ -79,6 +86,8 @@ def open_image(source):
         )
     try:
         image.seek(0)  # first frame of an animated GIF or WebP
+        if draft_side and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * draft_side:
+            image.draft(image.mode, (draft_side, draft_side))
         image.load()
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -129,7 +138,31 @@ def jpeg_round_trip(array, quality):
 
 def to_model_input(source, preprocessing=Preprocessing()):
     """Any picture -> float32 array in [0, 1] of shape (height, width, channels)."""
-    return to_uint8(source, preprocessing).astype(np.float32) * np.float32(preprocessing.scale)
+    return to_float(to_uint8(source, preprocessing), preprocessing.scale)
+
+
+def to_float(pixels, scale=1.0 / 255.0):
+    """uint8 pictures -> float32 in [0, 1]: the one place where pixels become model input."""
+    return np.asarray(pixels).astype(np.float32) * np.float32(scale)
+
+
+def is_thumbnail(image, preprocessing):
+    """An upload no larger than the CNN's own input (a CIFAR-10 picture, say): the 224-pixel
+    ImageNet model has nothing to see in it, and enlarging it would smooth noise into a blob."""
+    return image.width <= preprocessing.width and image.height <= preprocessing.height
+
+
+def read_upload(source):
+    """The bytes of an upload given as bytes, a path or a file; None for a PIL image or an array.
+    Size-checked before anything is read in full."""
+    if isinstance(source, (Image.Image, np.ndarray)):
+        return None
+    data = _read_bytes(source)
+    if not data:
+        raise ImageError("The file is empty.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+    return data
 
 
 def _read_bytes(source):

@@ -104,7 +104,8 @@ def walk_files(source, subdir="", suffixes=IMAGE_SUFFIXES):
     if source.is_dir():
         root = source / prefix
         for path in sorted(root.rglob("*")):
-            if path.is_file() and path.suffix.lower() in suffixes:
+            # Dot files are temporary or hidden (a crash can leave a half-written ".x.tmp.png").
+            if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
                 yield path.relative_to(root).as_posix(), path.read_bytes
         return
     with tarfile.open(source) as archive:

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.airbench import WIDTHS as AIRBENCH_PRESETS
-from classifier.airbench import AirbenchConfig
+from classifier.airbench_config import WIDTHS as AIRBENCH_PRESETS
+from classifier.airbench_config import AirbenchConfig
 from classifier.atomic import write_json_atomic
 from classifier.dataset import DataConfig
+from classifier.images import to_float
 from classifier.readers import IMAGE_SUFFIXES
 
 
@@ -65,6 +66,7 @@ def train(config, dataset, out_dir, verbose="auto"):
         model, history = _fit(config, dataset, out_dir, verbose)
     seconds = time.perf_counter() - started
     history["fit_seconds"] = seconds
+    history["machine"] = describe_machine()
     write_json_atomic(out_dir / "history.json", history)
     model.save(out_dir / "model.keras")
     return model, history, seconds
@@ -103,6 +105,19 @@ def _fit(config, dataset, out_dir, verbose):
     return model, {name: [float(v) for v in values] for name, values in fit.history.items()}
 
 
+def describe_machine():
+    """What trained a run: processor, cores and the accelerators Keras sees, with its backend."""
+    import os
+    import platform
+
+    import keras
+
+    accelerators = [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
+    devices = f"{len(accelerators)} accelerator(s): {', '.join(accelerators)}" if accelerators else "no GPU"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {devices}; "
+            f"keras {keras.__version__} ({keras.backend.backend()})")
+
+
 def run_identity(config):
     """What names a run: the whole config, plus the files of any extra training folders (new
     corrections in a feedback folder must mean a new run, not the old one reused)."""
@@ -130,4 +145,4 @@ def load_or_train(config, dataset, runs_dir="runs", verbose="auto"):
 
 def _as_inputs(x, y, num_classes):
     one_hot = np.eye(num_classes, dtype=np.float32)[y]
-    return x.astype(np.float32) / np.float32(255), one_hot
+    return to_float(x), one_hot

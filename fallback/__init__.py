@@ -1,12 +1,11 @@
-"""The ImageNet fallback: a large ImageNet-1k classifier whose 1000 classes are mapped onto our 13.
+"""The ImageNet fallback: a large ImageNet-1k classifier whose 1000 classes are mapped onto ours.
 
     fallback = load_fallback("assets/fallback")
-    masses = fallback.class_masses([pil_image])         # (1, 13): ImageNet probability per our class
-    fallback.top_imagenet(pil_image, k=3)                # what the ImageNet model saw, for display
-    consultation = fallback.consult(pil_image)
-    decision = fallback.policy.decide(cnn_probabilities, ood_inlier, consultation)
-    consultation.result                                  # FallbackResult if the fallback was asked, else None
+    masses = fallback.class_masses([pil_image])         # (1, classes): ImageNet probability per our class
+    consultation = fallback.consult(pil_image)           # the model runs only when called
+    consultation.result                                  # FallbackResult once called, else None
 
+When it is asked, and what its answer counts for, is the answer rule's business (service.answer).
 Importing this package loads nothing heavy; the TFLite interpreter starts on first use.
 """
 
@@ -16,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.label_map import LabelMapError, load_label_map, mapping_matrix
 from classifier.labels import CLASS_NAMES
-from fallback.label_map import LabelMapError, build_label_map, load_label_map, mapping_matrix
 from fallback.models import FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, read_imagenet_labels
-from fallback.policy import Decision, FallbackPolicy
 
 CONFIG_FILE = "fallback_config.json"
 
 __all__ = [
-    "Consultation", "Decision", "Fallback", "FallbackPolicy", "FallbackResult", "FallbackUnavailable", "KerasResNet50",
-    "LabelMapError", "TFLiteImageNetClassifier", "build_label_map", "load_fallback", "load_label_map",
+    "Consultation", "Fallback", "FallbackResult", "FallbackUnavailable", "KerasResNet50", "LabelMapError",
+    "TFLiteImageNetClassifier", "load_fallback",
 ]
 
 
@@ -38,12 +36,11 @@ class FallbackResult:
 class Fallback:
     """An ImageNet classifier plus the label map that folds its 1000 classes into ours."""
 
-    def __init__(self, classifier, label_map, imagenet_names, class_names=CLASS_NAMES, policy=FallbackPolicy()):
+    def __init__(self, classifier, label_map, imagenet_names, class_names=CLASS_NAMES):
         self.classifier = classifier
         self.label_map = dict(label_map)
         self.imagenet_names = tuple(imagenet_names)
         self.class_names = tuple(class_names)
-        self.policy = policy
         self._matrix = mapping_matrix(self.label_map, len(self.class_names), len(self.imagenet_names))
 
     def imagenet_probabilities(self, images):
@@ -61,9 +58,6 @@ class Fallback:
         probabilities = self.imagenet_probabilities([image])[0]
         return FallbackResult(self.masses_from_probabilities(probabilities[None])[0], self.top_from_probabilities(probabilities, k))
 
-    def top_imagenet(self, image, k=3):
-        return self.analyse(image, k).top
-
     def top_from_probabilities(self, probabilities, k=3):
         top = []
         for index in np.argsort(probabilities)[::-1][:k]:
@@ -76,7 +70,7 @@ class Fallback:
         return top
 
     def consult(self, image, k=3):
-        """A Consultation for FallbackPolicy.decide: the model runs only if the policy calls it."""
+        """A Consultation for the answer rule: the model runs only if the rule calls it."""
         return Consultation(self, image, k)
 
 
@@ -94,11 +88,11 @@ class Consultation:
 
 
 def load_fallback(directory):
-    """A bundle's fallback/ folder (written by fallback.build) -> Fallback."""
+    """A bundle's fallback/ folder (written by pipeline.fallback_stage) -> Fallback."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise FallbackUnavailable(f"{directory} is not a fallback folder (no {CONFIG_FILE}). Build one with fallback.build.")
+        raise FallbackUnavailable(f"{directory} is not a fallback folder (no {CONFIG_FILE}). Build one with python -m pipeline.build.")
     config = json.loads(config_path.read_text())
     class_names = tuple(config.get("class_names", CLASS_NAMES))
     classifier = TFLiteImageNetClassifier(
@@ -109,5 +103,4 @@ def load_fallback(directory):
         load_label_map(directory / config.get("label_map", "label_map.json"), class_names),
         read_imagenet_labels(directory / config["labels"]),
         class_names,
-        FallbackPolicy.from_dict(config.get("policy", {})),
     )

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.data import SHARED_DATA
 from classifier.images import open_image, to_mode
 
-MODELS_DIR = SHARED_DATA / "imagenet-models"
-MOBILENET_V2 = MODELS_DIR / "mobilenet_v2_1.0_224_quant.tflite"
-MOBILENET_V1_TINY = MODELS_DIR / "mobilenet_v1_0.25_128_quant.tflite"
-IMAGENET_LABELS = MODELS_DIR / "imagenet_labels.txt"
+# File names in a data folder's imagenet-models/ (the development data has them).
+MODELS_DIR = "imagenet-models"
+MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
+MOBILENET_V1_TINY = "mobilenet_v1_0.25_128_quant.tflite"
+IMAGENET_LABELS = "imagenet_labels.txt"
 # The usual ImageNet evaluation transform: keep the central 87.5% (224 of 256), then resize.
 CROP_FRACTION = 0.875
 
@@ -48,7 +48,7 @@ class TFLiteImageNetClassifier:
     quantization are read from the model.
     """
 
-    def __init__(self, model_path=MOBILENET_V2, num_threads=1, crop_fraction=CROP_FRACTION):
+    def __init__(self, model_path, num_threads=1, crop_fraction=CROP_FRACTION):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FallbackUnavailable(f"No TFLite model at {self.model_path}.")
@@ -147,7 +147,7 @@ class KerasResNet50:
         return np.asarray(self.model.predict(preprocess_input(batch), verbose=0), dtype=np.float32)
 
 
-def read_imagenet_labels(path=IMAGENET_LABELS):
+def read_imagenet_labels(path):
     """imagenet_labels.txt (background first) -> the 1000 class names in ImageNet-1k order."""
     lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
     return tuple(lines[1:] if len(lines) == 1001 else lines)

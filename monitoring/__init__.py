@@ -3,7 +3,8 @@ reference measured at build time, and the Monitor tab's figures.
 
     reference = as_reference(bundle.monitoring_reference)          # once, at start-up
     log = PredictionLog("monitoring.sqlite")
-    log.append({**upload_metrics(image, probabilities, reference), "answered_by": "cnn", "ood": False, "image": image})
+    log.append({**upload_metrics(image, probabilities, reference), "answer": "cat", "answered_by": "cnn", "ood": False,
+                "image": image})                                   # answer: what the person was told (None: refused)
     dashboard = render(log, reference)                             # figures, last uploads, drift markdown
 
 Importing this package loads numpy, Pillow and sqlite3 only; scipy and matplotlib are imported

@@ -155,9 +155,9 @@ def last_uploads(log, config=DashboardConfig()):
         image = np.repeat(np.repeat(image, config.gallery_scale, axis=0), config.gallery_scale, axis=1)
         when = datetime.fromtimestamp(upload["time"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         tag = f" · tagged {upload['tag']}" if upload["tag"] else ""
-        guess = f"{upload['predicted_class']} {upload['confidence']:.0%}"
-        answer = f"refused (CNN: {guess})" if upload["answered_by"] == "refused" else f"{guess} · {upload['answered_by']}"
-        caption = f"#{upload['id']} {answer} · {when}{tag}"
+        cnn = f"CNN: {upload['predicted_class']} {upload['confidence']:.0%}"
+        told = "refused" if upload["answer"] is None else f"{upload['answer']} · {upload['answered_by']}"
+        caption = f"#{upload['id']} {told} ({cnn}) · {when}{tag}"
         gallery.append((image, caption))
     return gallery
 

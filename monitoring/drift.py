@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from monitoring import metrics as measure
 from monitoring.reference import BASELINE_NAMES, as_reference
 
 TEST_LABELS = {"confidence": "confidence", "entropy": "intensity entropy", "histogram_distance": "colour-histogram distance"}
@@ -50,6 +51,7 @@ class DriftReport:
     verdicts: dict  # test name -> "drift", "no drift" or "not judged"
     class_confidence: list = field(default_factory=list)  # dicts: class, uploads, mean, baseline, drop, flagged
     refused_fraction: float = float("nan")
+    answers: dict = field(default_factory=dict)  # what the uploads were told: class (or "refused") -> count
     window_start: float = None  # UTC seconds
     window_end: float = None
     message: str = ""
@@ -67,9 +69,12 @@ class DriftReport:
         lines.append("")
         lines.append(f"Window: {self.window_size} uploads; alarm level p < {self.level:.2g} per test"
                      f" (Bonferroni over {len(BASELINE_NAMES)} tests); refused: {_percent(self.refused_fraction)}.")
+        if self.answers:
+            lines += ["", "| answer given | uploads |", "|---|---|"]
+            lines += [f"| {name} | {count} |" for name, count in self.answers.items()]
         shown = [row for row in self.class_confidence if row["uploads"]]
         if shown:
-            lines += ["", "| predicted class | uploads | mean confidence | validation mean | |", "|---|---|---|---|---|"]
+            lines += ["", "| CNN's class | uploads | CNN's mean confidence | validation mean | |", "|---|---|---|---|---|"]
             for row in shown:
                 baseline = "-" if row["baseline"] is None else f"{row['baseline']:.2f}"
                 lines.append(f"| {row['class']} | {row['uploads']} | {row['mean']:.2f} | {baseline} | "
@@ -105,6 +110,7 @@ def detect_drift(source, reference, config=DriftConfig(), now=None):
         p_values=p_values, statistics=statistics, verdicts=verdicts,
         class_confidence=_class_confidence(window, reference, config),
         refused_fraction=float(np.mean(answered_by == "refused")) if len(answered_by) else float("nan"),
+        answers=_answers(window),
         window_start=float(times.min()) if len(times) else None,
         window_end=float(times.max()) if len(times) else None,
     )
@@ -128,7 +134,18 @@ def window_of(log, config=DriftConfig(), now=None, histograms=False):
     return log.window(last=config.window_size, histograms=histograms)
 
 
+def _answers(window):
+    """What the uploads of the window were told, most frequent first (None: refused)."""
+    if "answer" not in window:
+        return {}
+    names, counts = np.unique(np.array(["refused" if a is None else a for a in window["answer"]], dtype=object), return_counts=True)
+    return {str(n): int(c) for n, c in sorted(zip(names, counts), key=lambda item: -item[1])}
+
+
 def _class_confidence(window, reference, config):
+    # By the CNN's class and with its own confidence, not by the answer: the validation baseline
+    # is the CNN's confidence by its predicted class, and a fallback answer says nothing of how
+    # sure the CNN is. What people were told is tabled apart (_answers).
     classes = np.asarray(window["predicted_class"], dtype=object)
     confidence = np.asarray(window["confidence"], dtype=np.float64)
     rows = []
@@ -161,3 +178,32 @@ def _message(report, drifted, config):
 
 def _percent(value):
     return "-" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def picture_window_columns(images, probabilities, reference):
+    """Window columns (as PredictionLog.window gives them) for a batch of images, without a log."""
+    predicted = np.argmax(probabilities, axis=1)
+    histograms = measure.colour_histograms(images, reference.config.bins)
+    return {
+        "confidence": measure.confidences(probabilities),
+        "entropy": measure.intensity_entropies(images),
+        "histogram_distance": measure.hellinger_distances(histograms, reference.class_histograms[predicted]),
+        "predicted_class": np.array(reference.class_names, dtype=object)[predicted],
+    }
+
+
+def replay_windows(columns, reference, drift_config=DriftConfig(), seed=0):
+    """Shuffle the uploads once, cut them into consecutive windows of window_size, judge each."""
+    size = len(columns["confidence"])
+    order = np.random.default_rng(seed).permutation(size)
+    reports = []
+    for start in range(0, size - drift_config.window_size + 1, drift_config.window_size):
+        part = order[start:start + drift_config.window_size]
+        reports.append(detect_drift({name: np.asarray(values)[part] for name, values in columns.items()}, reference, drift_config))
+    min_p = [min(r.p_values.values()) for r in reports]
+    return {
+        "windows": len(reports),
+        "alarm_rate": round(float(np.mean([r.alarm for r in reports])), 4) if reports else None,
+        "min_p_value_median": round(float(np.median(min_p)), 4) if reports else None,
+        "reports": reports,
+    }

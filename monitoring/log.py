@@ -1,7 +1,7 @@
 """The prediction log: one SQLite row per upload, durable, safe to share between threads.
 
     log = PredictionLog("monitoring.sqlite")
-    row_id = log.append({**upload_metrics(image, probabilities, reference), "answered_by": "cnn",
+    row_id = log.append({**upload_metrics(image, probabilities, reference), "answer": "dog", "answered_by": "cnn",
                          "ood": False, "image": image})
     log.tag(row_id, "cat")          # the user's correction
     log.recent(10), log.window(last=100), log.count()
@@ -30,9 +30,11 @@ from PIL import Image
 
 ANSWERED_BY = ("cnn", "fallback", "refused")
 THUMBNAIL_SIDE = 32
-WINDOW_COLUMNS = ("id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "ood")
+WINDOW_COLUMNS = ("id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer", "ood")
 
 SCHEMA = """
+-- predicted_class and confidence are the CNN's own (it measures every upload, refused ones too);
+-- answer is what the person was told (NULL: refused), answered_by the stage that told it.
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     histogram_distance REAL,
     answered_by TEXT NOT NULL,
     ood INTEGER NOT NULL,
-    tag TEXT
+    tag TEXT,
+    answer TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
 CREATE INDEX IF NOT EXISTS predictions_class_time ON predictions (predicted_class, time);
@@ -61,11 +64,12 @@ class LogError(RuntimeError):
 
 @dataclass
 class PredictionRecord:
-    predicted_class: str
-    confidence: float
+    predicted_class: str  # the CNN's class
+    confidence: float  # the CNN's top probability
     entropy: float
     histogram_distance: float = float("nan")  # NaN: no reference to measure it against
     answered_by: str = "cnn"  # "cnn", "fallback" or "refused"
+    answer: str = None  # the class the person was told; None when refused
     ood: bool = False
     image: np.ndarray = None  # model-input uint8 image; stored as a PNG thumbnail
     colour_histogram: np.ndarray = None  # (channels, bins), from monitoring.metrics
@@ -89,6 +93,8 @@ class PredictionRecord:
     def row(self):
         if self.answered_by not in ANSWERED_BY:
             raise ValueError(f"answered_by must be one of {ANSWERED_BY}, not {self.answered_by!r}.")
+        if (self.answer is None) != (self.answered_by == "refused"):
+            raise ValueError("A refused upload has no answer, and an answered one has one.")
         for name in ("confidence", "entropy"):
             if not math.isfinite(float(getattr(self, name))):
                 raise ValueError(f"The {name} of a logged prediction must be a finite number.")
@@ -97,7 +103,7 @@ class PredictionRecord:
         prediction = (
             clock.time() if self.time is None else float(self.time), str(self.predicted_class),
             float(self.confidence), float(self.entropy), distance if math.isfinite(distance) else None,
-            self.answered_by, int(bool(self.ood)), self.tag,
+            self.answered_by, int(bool(self.ood)), self.tag, None if self.answer is None else str(self.answer),
         )
         return prediction, (histogram, thumbnail_png(self.image))
 
@@ -117,6 +123,9 @@ class PredictionLog:
             connection.execute("PRAGMA page_size = 8192")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
+            if "answer" not in columns:  # a log written before answers were kept apart
+                connection.execute("ALTER TABLE predictions ADD COLUMN answer TEXT")
 
     def append(self, record):
         """Log one prediction; returns its row id."""
@@ -128,7 +137,7 @@ class PredictionLog:
             try:
                 row_id = connection.execute(
                     "INSERT INTO predictions (time, predicted_class, confidence, entropy, histogram_distance,"
-                    " answered_by, ood, tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", prediction).lastrowid
+                    " answered_by, ood, tag, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", prediction).lastrowid
                 if picture != (None, None):
                     connection.execute("INSERT INTO pictures (id, histogram, thumbnail) VALUES (?, ?, ?)", (row_id, *picture))
                 connection.execute("COMMIT")
@@ -154,7 +163,7 @@ class PredictionLog:
         """The last n uploads, newest first, as dicts; `image` is the decoded thumbnail (or None)."""
         with self._errors("read"):
             cursor = self._connection().execute(
-                "SELECT id, time, predicted_class, confidence, entropy, histogram_distance, answered_by, ood,"
+                "SELECT id, time, predicted_class, confidence, entropy, histogram_distance, answered_by, answer, ood,"
                 " tag, thumbnail FROM predictions LEFT JOIN pictures USING (id) ORDER BY id DESC LIMIT ?", (int(n),))
             rows = cursor.fetchall()
         names = [column[0] for column in cursor.description]
@@ -279,7 +288,7 @@ def _columns(rows, names):
     columns = list(zip(*rows)) if rows else [()] * len(names)
     out = {}
     for name, values in zip(names, columns):
-        if name in ("predicted_class", "answered_by", "class", "tag"):
+        if name in ("predicted_class", "answered_by", "answer", "class", "tag"):
             out[name] = np.array(values, dtype=object)
         elif name in ("id", "bucket", "count"):
             out[name] = np.array(values, dtype=np.int64)

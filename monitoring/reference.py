@@ -7,8 +7,7 @@
   compare a window of uploads with;
 - per-class mean confidence on the validation images, by predicted class.
 
-Saved as JSON in the bundle (classifier.bundle.MONITORING_FILE); Bundle.load reads it as a dict,
-which `as_reference` turns back into a MonitoringReference.
+Saved as JSON in the bundle (service.bundle.MONITORING_FILE), which Bundle.load reads back.
 """
 
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.atomic import write_text_atomic
 from monitoring import metrics
 
 FORMAT_VERSION = 1
@@ -68,11 +68,7 @@ class MonitoringReference:
             raise ValueError(f"Not a usable monitoring reference ({type(error).__name__}: {error}).") from None
 
     def save(self, path):
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict()))
-        os.replace(temporary, path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path):
@@ -163,6 +159,8 @@ def upload_metrics(image, probabilities, reference, class_names=None):
             raise ValueError(f"{len(probabilities)} probabilities for {len(reference.class_names)} classes.")
         if histogram.shape != reference.class_histograms.shape[1:]:
             raise ValueError(f"Image histogram {histogram.shape} does not match the reference {reference.class_histograms.shape[1:]}.")
+        # Against the training histogram of the CNN's class, as the validation baseline was measured:
+        # a drift statistic of the pictures and the CNN, whatever the answer was.
         distance, name = metrics.hellinger_distance(histogram, reference.class_histograms[predicted]), reference.class_names[predicted]
     return {
         "confidence": metrics.confidence(probabilities),

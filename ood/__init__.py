@@ -1,12 +1,14 @@
-"""Honest refusal: detectors that say "not in our training set" for uploads of unknown classes.
+"""Honest refusal: detectors that say "not in our training set" for uploads of unknown classes,
+and the noise gate in front of them.
 
-    from ood import ClassIsolationForests, load_detector
+    from ood import ClassIsolationForests, CombinedScore, NoiseGate, load_detector
 
 Importing this package loads numpy and scikit-learn's base module, no TensorFlow.
 """
 
-from ood.detectors import OODDetector, load_detector
 from ood.combined import CombinedScore
+from ood.detectors import OODDetector, load_detector
 from ood.forests import ClassIsolationForests, GlobalIsolationForest
+from ood.noise import NoiseGate
 
-__all__ = ["ClassIsolationForests", "CombinedScore", "GlobalIsolationForest", "OODDetector", "load_detector"]
+__all__ = ["ClassIsolationForests", "CombinedScore", "GlobalIsolationForest", "NoiseGate", "OODDetector", "load_detector"]

@@ -1,51 +1,54 @@
-"""Out-of-distribution image sets, as uint8 arrays made exactly like the model's input.
+"""Out-of-distribution picture sets, as uint8 arrays made exactly like the model's input.
 
-    near = near_ood_images(bundle.preprocessing)      # Tiny ImageNet val/, classes not ours
-    far = far_ood_images(bundle.preprocessing, 5000)  # MNIST test digits as RGB
-    photos = imagenet_photos(bundle.preprocessing)    # full-size ImageNet photos, classes not ours
+    near = near_ood_images(data_dir, bundle.preprocessing)      # Tiny ImageNet val/, classes not ours
+    far = far_ood_images(data_dir / "mnist", bundle.preprocessing, 5000)   # MNIST test digits as RGB
+    photos = imagenet_photos(data_dir, bundle.preprocessing)    # full-size ImageNet photos, classes not ours
 
-"Not ours" follows ood.wordnet.is_ours: neither CIFAR-10-like nor one of our extra classes.
+`data_dir` is a data folder as the development one is laid out (tiny-imagenet-subset.tgz,
+imagenet-samples/, wordnet/). "Not ours" follows classifier.wordnet.is_ours: neither
+CIFAR-10-like nor one of our extra classes.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from classifier.data import SHARED_DATA, load_mnist, load_tiny_imagenet_val, read_classes_tsv, tiny_imagenet_wnids
+from classifier.custom_dataset import names_from_classes_tsv
 from classifier.images import Preprocessing, to_uint8
-from ood.wordnet import OURS_ANCESTORS, is_ours
+from classifier.readers import load_mnist, load_tiny_imagenet_val, read_classes_tsv, tiny_imagenet_wnids
+from classifier.wordnet import OURS_ANCESTORS, is_ours
 
-TINY_IMAGENET_ARCHIVE = SHARED_DATA / "tiny-imagenet-subset.tgz"
-MNIST_DIR = SHARED_DATA / "mnist"
-PHOTOS_DIR = SHARED_DATA / "imagenet-samples"
+TINY_IMAGENET_ARCHIVE = "tiny-imagenet-subset.tgz"
+PHOTOS_DIR = "imagenet-samples"
 PHOTO_KINDS = ("non_ours", "ours", "all")
 
 
-def near_ood_wnids(archive=TINY_IMAGENET_ARCHIVE, ancestor_wnids=OURS_ANCESTORS):
+def near_ood_wnids(data_dir, ancestor_wnids=OURS_ANCESTORS):
     """The Tiny ImageNet classes that are not ours, in the archive's order."""
-    return tuple(wnid for wnid in tiny_imagenet_wnids(archive) if not is_ours(wnid, ancestor_wnids))
+    wordnet = Path(data_dir) / "wordnet"
+    return tuple(wnid for wnid in tiny_imagenet_wnids(Path(data_dir) / TINY_IMAGENET_ARCHIVE)
+                 if not is_ours(wnid, wordnet, ancestor_wnids))
 
 
-def near_ood_images(preprocessing=Preprocessing(), limit=None, archive=TINY_IMAGENET_ARCHIVE,
-                    ancestor_wnids=OURS_ANCESTORS, return_labels=False):
+def near_ood_images(data_dir, preprocessing=Preprocessing(), limit=None, ancestor_wnids=OURS_ANCESTORS, return_labels=False):
     """Tiny ImageNet val/ images (50 per class) of the classes that are not ours.
 
     `limit` keeps whole classes spread evenly over the list (about limit / 50 of them), so a
     subset covers as many kinds of object as the full set and only those images are decoded.
     With return_labels, also returns each image's wnid.
     """
-    x, y, wnids = _val_images(near_ood_wnids(archive, ancestor_wnids), preprocessing, limit, archive)
+    archive = Path(data_dir) / TINY_IMAGENET_ARCHIVE
+    x, y, wnids = _val_images(near_ood_wnids(data_dir, ancestor_wnids), preprocessing, limit, archive)
     if return_labels:
         return x, np.array([wnids[i] for i in y])
     return x
 
 
-def tiny_imagenet_val_except(class_names, preprocessing=Preprocessing(), limit=None, archive=TINY_IMAGENET_ARCHIVE):
+def tiny_imagenet_val_except(data_dir, class_names, preprocessing=Preprocessing(), limit=None):
     """Tiny ImageNet val/ images of every class that is not among `class_names`, which may be
     wnids or the readable names classifier.custom_dataset gives them: the OOD set of a bundle
     built on another dataset. `limit` keeps whole classes spread evenly, as near_ood_images does."""
-    from classifier.custom_dataset import names_from_classes_tsv
-
+    archive = Path(data_dir) / TINY_IMAGENET_ARCHIVE
     table = read_classes_tsv(archive, "tiny-imagenet-200")
     names = names_from_classes_tsv(table, tuple(table))
     wnids = tuple(wnid for wnid, name in zip(table, names) if wnid not in class_names and name not in class_names)
@@ -64,11 +67,12 @@ def _val_images(wnids, preprocessing, limit, archive):
     return x, y, wnids
 
 
-def far_ood_images(preprocessing=Preprocessing(), limit=None, directory=MNIST_DIR):
-    """MNIST test digits, resized with Lanczos and made RGB (or kept grey) per `preprocessing`."""
+def far_ood_images(mnist, preprocessing=Preprocessing(), limit=None):
+    """MNIST test digits (an idx folder or mnist.npz), resized with Lanczos and made RGB (or kept
+    grey) per `preprocessing`."""
     from PIL import Image
 
-    digits, _ = load_mnist(directory)
+    digits, _ = load_mnist(mnist)
     if limit is not None:
         digits = digits[: int(limit)]
     return np.stack([to_uint8(Image.fromarray(digit[:, :, 0]), preprocessing) for digit in digits])
@@ -79,21 +83,21 @@ def photo_wnid(path):
     return Path(path).name.split("_", 1)[0]
 
 
-def imagenet_photo_paths(kind="non_ours", directory=PHOTOS_DIR, ancestor_wnids=OURS_ANCESTORS):
+def imagenet_photo_paths(data_dir, kind="non_ours", ancestor_wnids=OURS_ANCESTORS):
     """Full-size ImageNet photos, one per class: kind "non_ours" (OOD), "ours" or "all"."""
     if kind not in PHOTO_KINDS:
         raise ValueError(f"kind must be one of {PHOTO_KINDS}, not {kind!r}.")
-    paths = sorted(Path(directory).glob("*.JPEG"))
+    paths = sorted((Path(data_dir) / PHOTOS_DIR).glob("*.JPEG"))
     if kind == "all":
         return paths
     wanted = kind == "ours"
-    return [path for path in paths if is_ours(photo_wnid(path), ancestor_wnids) == wanted]
+    wordnet = Path(data_dir) / "wordnet"
+    return [path for path in paths if is_ours(photo_wnid(path), wordnet, ancestor_wnids) == wanted]
 
 
-def imagenet_photos(preprocessing=Preprocessing(), kind="non_ours", limit=None, directory=PHOTOS_DIR,
-                    ancestor_wnids=OURS_ANCESTORS):
+def imagenet_photos(data_dir, preprocessing=Preprocessing(), kind="non_ours", limit=None, ancestor_wnids=OURS_ANCESTORS):
     """The photos of `imagenet_photo_paths`, downscaled with Lanczos by classifier.images."""
-    paths = imagenet_photo_paths(kind, directory, ancestor_wnids)[:limit]
+    paths = imagenet_photo_paths(data_dir, kind, ancestor_wnids)[:limit]
     if not paths:
         shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)
         return np.zeros(shape, np.uint8)

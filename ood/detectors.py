@@ -8,6 +8,8 @@ threshold per predicted class, +1 / -1 predictions, calibration and saving.
 
 Every detector has the same interface (OODDetector): score_samples(features, classes), higher is
 more normal; decision_function = score minus the predicted class's threshold; predict = +1 / -1.
+They take two arrays (features and the predicted classes), so scikit-learn's Pipeline and
+check_estimator do not apply; get_params, set_params and clone do (BaseEstimator).
 """
 
 import os
@@ -93,14 +95,15 @@ class OODDetector(BaseEstimator):
         # Thresholds from (a sample of) the training data, so that predict works at once;
         # calibrate() on held-out data replaces them: training scores are optimistic.
         if len(labels) > sample:
-            keep = np.random.default_rng(0).choice(len(labels), sample, replace=False)
+            keep = np.random.default_rng(0).choice(len(labels), sample, replace=False)  # fixed: thresholds are replaced anyway
             features, labels = features[keep], labels[keep]
         self.thresholds_ = np.zeros(self.n_classes_)
         return self.calibrate(features, labels, 0.95)
 
     def _check(self, features, classes):
-        if not hasattr(self, "thresholds_"):
-            raise RuntimeError(f"This {type(self).__name__} is not fitted yet: call fit() first.")
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "thresholds_")
         features = _as_features(features)
         if features.shape[1] != self.n_features_in_:
             raise ValueError(f"Expected {self.n_features_in_} features per sample, got {features.shape[1]}.")

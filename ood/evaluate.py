@@ -8,9 +8,9 @@ a sample with the class the CNN predicts for it. AUROC and FPR@95%TPR treat in-d
 positive class and use decision_function, the score the app thresholds.
 """
 
-import os
-
 import numpy as np
+
+from classifier.figures import pyplot, save_figure
 
 from ood.baselines import ActivationShaping, EnergyScore, FeatureNorm, KNearestNeighbours, Mahalanobis, MaxSoftmax
 from ood.combined import CombinedScore
@@ -158,11 +158,7 @@ def format_table(table):
 
 def plot_histograms(detector, test, ood_sets, path, title=""):
     """Histograms of decision_function: ID test vs each OOD set, the threshold at 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scores = decisions(detector, {"ID test": test, **ood_sets})
     low, high = np.percentile(np.concatenate(list(scores.values())), [0.5, 99.5])
     bins = np.linspace(low, high, 60)
@@ -179,9 +175,4 @@ def plot_histograms(detector, test, ood_sets, path, title=""):
     axes[0][0].set_ylabel("density")
     figure.suptitle(title or type(detector).__name__)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.stem + ".tmp" + path.suffix)
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure(figure, path, dpi=110)

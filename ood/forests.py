@@ -18,9 +18,14 @@ class ClassIsolationForests(OODDetector):
     axis-aligned cuts isolate far better in those few dense directions than in 256 raw ones, and
     the residual catches images whose features point where no training image's did.
 
-    Scoring walks the fitted trees packed into flat arrays (packed_, PackedForest): the same
-    scores as IsolationForest.score_samples, about a hundred times faster for one image. The
-    scikit-learn forests (forests_) stay on a fitted detector but are not saved.
+    Each class's forest is kept as its fitted trees packed into flat arrays (forests_, one
+    PackedForest per class): the same scores as IsolationForest.score_samples, about a hundred
+    times faster for one image. Only the packed trees are kept, so a fitted and a loaded detector
+    hold the same state (a third of the file scikit-learn's tree pickles would make, and no
+    dependence on their format).
+
+    Fitted state: forests_, mean_, components_, thresholds_, classes_, n_classes_,
+    n_features_in_, tpr_.
     """
 
     def __init__(self, n_estimators=200, max_samples=256, normalize=True, n_components=32, residual=True,
@@ -37,27 +42,26 @@ class ClassIsolationForests(OODDetector):
     def fit(self, features, labels):
         features, labels = self._start_fit(features, labels)
         x = self._fit_projection(features, labels)
+        seeds = class_seeds(self.random_state, self.n_classes_)
         # A class too rare to fit its own forest (tiny smoke-test data) borrows one fitted on all.
         shared = None
-        self.forests_, self.packed_ = [], []
+        self.forests_ = []
         for label in self.classes_:
             rows = x[labels == label]
             if len(rows) >= self.min_class_samples:
-                forest = _isolation_forest(rows, self.n_estimators, self.max_samples, self.random_state + int(label))
+                self.forests_.append(PackedForest(_isolation_forest(rows, self.n_estimators, self.max_samples, seeds[label])))
             else:
                 if shared is None:
-                    shared = _isolation_forest(x, self.n_estimators, self.max_samples, self.random_state)
-                forest = shared
-            self.forests_.append(forest)
-            self.packed_.append(PackedForest(forest))
+                    shared = PackedForest(_isolation_forest(x, self.n_estimators, self.max_samples, seeds[label]))
+                self.forests_.append(shared)
         return self._finish_fit(features, labels)
 
-    def __getstate__(self):
-        # Saved without the scikit-learn forests: the packed trees hold all that scoring needs,
-        # the file is a third of the size and does not depend on scikit-learn's tree pickles.
-        state = super().__getstate__()
-        state.pop("forests_", None)
-        return state
+    def __setstate__(self, state):
+        # Detectors saved before the packed trees were named forests_ (the shipped bundle's among
+        # them) kept them as packed_: loaded, they hold the fitted state of a fresh fit.
+        if "packed_" in state:
+            state["forests_"] = state.pop("packed_")
+        super().__setstate__(state)
 
     def _fit_projection(self, features, labels):
         z = l2_normalize(features) if self.normalize else features.astype(np.float32)
@@ -90,7 +94,7 @@ class ClassIsolationForests(OODDetector):
         scores = np.empty(len(x))
         for label in np.unique(classes):
             rows = classes == label
-            scores[rows] = self.packed_[label].score_samples(x[rows])
+            scores[rows] = self.forests_[label].score_samples(x[rows])
         return scores
 
 
@@ -100,17 +104,30 @@ class GlobalIsolationForest(ClassIsolationForests):
 
     def fit(self, features, labels):
         features, labels = self._start_fit(features, labels)
-        forest = _isolation_forest(self._fit_projection(features, labels), self.n_estimators, self.max_samples, self.random_state)
-        self.forests_, self.packed_ = [forest], [PackedForest(forest)]
+        forest = _isolation_forest(self._fit_projection(features, labels), self.n_estimators, self.max_samples,
+                                   class_seeds(self.random_state, 1)[0])
+        self.forests_ = [PackedForest(forest)]
         return self._finish_fit(features, labels)
 
     def _score(self, features, classes):
-        return self.packed_[0].score_samples(self._prepare(features))
+        return self.forests_[0].score_samples(self._prepare(features))
+
+
+def class_seeds(random_state, count):
+    """One integer seed per class from an int, a RandomState or None (scikit-learn's convention):
+    an int gives the seeds random_state + class, as the shipped detectors were fitted."""
+    if isinstance(random_state, (int, np.integer)):
+        return [int(random_state) + label for label in range(count)]
+    from sklearn.utils import check_random_state
+
+    return check_random_state(random_state).randint(0, 2**31 - 1, size=count).tolist()
 
 
 def _isolation_forest(x, n_estimators, max_samples, random_state):
     from sklearn.ensemble import IsolationForest
 
+    if n_estimators < 1 or max_samples < 1:
+        raise ValueError(f"n_estimators and max_samples must be at least 1, not {n_estimators} and {max_samples}.")
     forest = IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(x)), random_state=random_state)
     return forest.fit(x)
 

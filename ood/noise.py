@@ -2,6 +2,7 @@
 
     gate = NoiseGate(preprocessing).fit(training_images)   # uint8 (n, h, w, c), as the CNN sees them
     gate.is_noise(upload, model_input)                      # the decoded upload (PIL) and its pixels
+    gate.save("bundle/noise_gate.json"); NoiseGate.load(path)
 
 Why a gate and not one more part of the OOD detector: the CNN's features do not tell noise apart.
 On the shipped model, uniform-noise thumbnails score only a little low on each of the combined
@@ -23,9 +24,15 @@ it away and the preprocessing's JPEG round trip smooths what is left: correlatio
 them.
 """
 
-import numpy as np
+import json
+from pathlib import Path
 
-from classifier.images import Preprocessing, to_mode, to_uint8
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from classifier.atomic import write_json_atomic
+from classifier.images import Preprocessing, is_thumbnail, to_mode, to_uint8
 
 
 def neighbour_correlation(images):
@@ -44,7 +51,7 @@ def neighbour_correlation(images):
     return np.where(scale > 1e-9, (first * second).sum(axis=1) / np.maximum(scale, 1e-9), 1.0)
 
 
-class NoiseGate:
+class NoiseGate(BaseEstimator):
     """Refuses pictures whose neighbouring pixels are less alike than `threshold_`.
 
     Fitted state: natural_min_ (the least correlated training picture), noise_max_ (the most
@@ -78,30 +85,44 @@ class NoiseGate:
         than the CNN's input, else the model input (made here unless given); None when the
         upload is too small to judge."""
         p = self.preprocessing
-        if image.width <= p.width and image.height <= p.height:
+        if is_thumbnail(image, p):
             if min(image.width / p.width, image.height / p.height) < min(self.noise_scales):
                 return None
             array = np.asarray(to_mode(image, p.channels), dtype=np.uint8)
             return array[:, :, None] if array.ndim == 2 else array
         return to_uint8(image, p) if model_input is None else model_input
 
+    def judge(self, image, model_input=None):
+        """The neighbour correlation of a decoded upload (PIL) as the gate sees it, or None when
+        the upload is too small to judge."""
+        check_is_fitted(self, "threshold_")
+        view = self.view(image, model_input)
+        return None if view is None else float(self.score_samples(view)[0])
+
     def is_noise(self, image, model_input=None):
         """True when the gate refuses this decoded upload (PIL)."""
-        view = self.view(image, model_input)
-        return view is not None and bool(self.score_samples(view)[0] < self.threshold_)
+        correlation = self.judge(image, model_input)
+        return correlation is not None and correlation < self.threshold_
 
     def score_samples(self, images):
+        """Higher is more like a picture: the neighbour correlation."""
         return neighbour_correlation(images)
+
+    def decision_function(self, images):
+        """Correlation minus the threshold: below 0 is noise."""
+        check_is_fitted(self, "threshold_")
+        return self.score_samples(images) - self.threshold_
 
     def predict(self, images):
         """+1 (a picture) or -1 (noise) for pictures already seen as the gate sees them."""
-        return np.where(self.score_samples(images) >= self.threshold_, 1, -1)
+        return np.where(self.decision_function(images) >= 0, 1, -1)
 
     def _noise_sides(self):
         side = max(self.preprocessing.height, self.preprocessing.width)
         return [max(1, round(side * factor)) for factor in self.noise_scales]
 
     def to_dict(self):
+        check_is_fitted(self, "threshold_")
         return {"threshold": self.threshold_, "natural_min": self.natural_min_, "noise_max": self.noise_max_,
                 "noise_scales": list(self.noise_scales), "noise_per_size": self.noise_per_size,
                 "random_state": self.random_state, "preprocessing": self.preprocessing.to_dict()}
@@ -112,3 +133,10 @@ class NoiseGate:
                    values["noise_per_size"], values["random_state"])
         gate.threshold_, gate.natural_min_, gate.noise_max_ = values["threshold"], values["natural_min"], values["noise_max"]
         return gate
+
+    def save(self, path):
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path):
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,37 +1,42 @@
-"""The whole pipeline in one command: data -> training -> evaluation figures -> OOD detector ->
-gallery index -> monitoring reference -> ImageNet fallback -> error analysis -> bundle.
+"""The whole pipeline in one command: data -> training -> evaluation -> OOD detector and noise gate
+-> gallery -> monitoring reference -> ImageNet fallback and the answer rule's tuning -> error
+analysis -> bundle.
 
-    python -m pipeline.build                 # the shipped bundle, into assets/
-    python -m pipeline.build --smoke --out /tmp/bundle   # minutes-long run on a little data
-    python -m pipeline.build --data ../shared/data/mnist --image-size 28 --channels 1 --out bundles/mnist
-                                             # any image-folder tree, archive or MNIST idx folder
+    python -m pipeline.build                       # the shipped bundle, into assets/ (development data)
+    python -m pipeline.build --cifar-dir DIR       # from the official CIFAR-10/100 python folders
+    python -m pipeline.build --download            # fetch those with keras.datasets first (online)
+    python -m pipeline.build --smoke --out /tmp/b  # a few minutes on a little data: checks the pipeline
+    python -m pipeline.build --data DIR --image-size 28 --channels 1 --out bundles/mnist   # any dataset
 
-A bundle built on another dataset carries its own classes, input size and channels, and the app
-serves it unchanged (`python app.py --assets bundles/mnist`). It has no ImageNet fallback: that maps
-ImageNet's classes onto our 13.
-
+The data folder is --data-dir, else $HONEST_DATA_DIR, else ../shared/data (pipeline.data_dir).
 A finished training run with the same config is reused from runs/ (its folder name carries the
-config's hash), so re-running the build after a change to a later stage does not retrain.
-The bundle is written to a temporary folder and swapped in at the end, so a failed build never
-leaves a half-written assets/.
+config's hash), so re-running the build after a change to a later stage does not retrain. The
+bundle is written to a temporary folder and swapped in at the end, so a failed build never leaves
+a half-written assets/. Each stage says when it starts; training shows Keras' own progress.
 """
 
-import json
-import platform
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from classifier.data import DataConfig, prepare_dataset
-from classifier.train import TrainConfig
+from classifier.atomic import write_json_atomic
+from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, prepare_dataset
+from classifier.images import Preprocessing
+from classifier.readers import DataUnavailable
+from classifier.train import TrainConfig, describe_machine
+from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
+from pipeline.context import BuildContext
+from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
 
-STAGES = ("ood", "similarity", "monitoring", "fallback", "errors")
-STAGES_FOR_ANY_DATASET = ("ood", "similarity", "monitoring", "errors")
-STAGE_MODULES = {
-    "ood": "ood.build", "similarity": "similarity.build", "monitoring": "monitoring.build",
-    "fallback": "fallback.build", "errors": "classifier.errors",
-}
+STAGES = ("ood", "gallery", "monitoring", "fallback", "errors")
+STAGES_FOR_ANY_DATASET = ("ood", "gallery", "monitoring", "errors")
+EXAMPLE_PHOTOS = (
+    "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
+    "n02110958_pug.JPEG", "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG",
+    "n04461696_tow_truck.JPEG", "n04548280_wall_clock.JPEG", "n09472597_volcano.JPEG",
+)
 
 
 @dataclass(frozen=True)
@@ -40,27 +45,22 @@ class BuildConfig:
     out_dir: str = "assets"
     runs_dir: str = "runs"
     stages: tuple = STAGES
-    # Each stage's own config (ood.build.OODConfig, similarity.build.GalleryConfig,
-    # monitoring.reference.ReferenceConfig, fallback.build.FallbackConfig,
-    # classifier.errors.ErrorAnalysisConfig); a stage left out gets its defaults.
+    # The data folder for the evaluation sets (OOD sets, tuning pictures, photos); None: none.
+    data_dir: str | None = None
+    # Each stage's own config (ood_stage.OODConfig, gallery_stage.GalleryConfig,
+    # monitoring.ReferenceConfig, fallback_stage.FallbackConfig, errors_stage.ErrorAnalysisConfig);
+    # a stage left out gets its defaults.
     stage_configs: tuple = ()  # (stage name, config) pairs
-    example_photos: tuple = (
-        "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
-        "n02110958_pug.JPEG", "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG",
-        "n04461696_tow_truck.JPEG", "n04548280_wall_clock.JPEG", "n09472597_volcano.JPEG",
-    )
 
 
 def build(config=BuildConfig(), verbose="auto"):
     import keras
 
-    from classifier.bundle import MODEL_FILE, OOD_FILE, Bundle, write_manifest
-    from classifier.data import SHARED_DATA, trained_tiny_imagenet_wnids
-    from classifier.evaluate import evaluate
     from classifier.train import load_or_train
+    from service.bundle import MODEL_FILE, Bundle, write_manifest
 
-    custom = config.train.data.source is not None
-    if custom and "fallback" in config.stages:
+    data = config.train.data
+    if data.source is not None and "fallback" in config.stages:
         raise ValueError("The ImageNet fallback maps onto our 13 classes; leave the fallback stage out for another dataset.")
     started = time.perf_counter()
     out_dir = Path(config.out_dir)
@@ -68,60 +68,56 @@ def build(config=BuildConfig(), verbose="auto"):
     shutil.rmtree(work_dir, ignore_errors=True)
     (work_dir / "figures").mkdir(parents=True)
 
-    dataset = prepare_dataset(config.train.data)
-    _log(f"data: {len(dataset.y_train)} train, {len(dataset.y_val)} val, {len(dataset.y_test)} test")
+    _log("stage: data")
+    dataset = prepare_dataset(data)
+    _log(f"data: {len(dataset.y_train)} train, {len(dataset.y_val)} val, {len(dataset.y_test)} test ({describe_data(data)})")
+    _log(f"stage: training ({config.train.preset}, {config.train.epochs} epochs)")
     model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
     _log(f"model: {run_dir}")
 
-    # The bundle serves, it does not train: saved without the optimizer's state (half the size).
+    # The bundle serves, it does not train: saved without the optimizer's state.
     keras.saving.load_model(run_dir / MODEL_FILE, compile=False).save(work_dir / MODEL_FILE)
-    write_manifest(work_dir, dataset.class_names, config.train.data.preprocessing, {"training_run": run_dir.name})
-    (work_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    (work_dir / "history.json").write_text(json.dumps(history, indent=2))
+    write_manifest(work_dir, dataset.class_names, data.preprocessing, {"training_run": run_dir.name, "data": describe_data(data)})
+    write_json_atomic(work_dir / "config.json", asdict(config))
+    write_json_atomic(work_dir / "history.json", history)
     bundle = Bundle.load(work_dir, with_fallback=False)
 
-    embeddings = {
-        "train": bundle.embed(dataset.x_train), "val": bundle.embed(dataset.x_val), "test": bundle.embed(dataset.x_test),
-    }
+    _log("stage: embedding the splits")
+    embeddings = {name: bundle.embed(getattr(dataset, f"x_{name}")) for name in ("train", "val", "test")}
+    from classifier.evaluate import evaluate
+
+    _log("stage: evaluation")
     metrics = {
+        "data": describe_data(data),
         "classifier": evaluate(embeddings["test"], dataset, history, work_dir),
         "training": {
             "preset": config.train.preset, "epochs_run": len(history.get("loss", [])),
-            "fit_seconds": history.get("fit_seconds"), "machine": _machine(),
+            "fit_seconds": history.get("fit_seconds"), "machine": history.get("machine", "not recorded by the run"),
             "best_val_accuracy": max(history.get("val_accuracy", [0.0])),
         },
+        "skipped": [],
     }
     _log(f"evaluation: {_headline(metrics['classifier'])}")
+    context = BuildContext(bundle, dataset, embeddings, work_dir, data, config.data_dir)
     stage_configs = dict(config.stage_configs)
-    for stage in config.stages:
-        module = __import__(STAGE_MODULES[stage], fromlist=["build"])
-        if stage == "fallback":
-            # The fallback's policy is tuned with the CNN and detector just built, on pictures the
-            # CNN never trained on, plus its own validation split.
-            fallback_config = replace(
-                stage_configs.get("fallback", module.FallbackConfig()),
-                exclude_wnids=tuple(trained_tiny_imagenet_wnids(config.train.data, dataset.class_names)),
-            )
-            metrics[stage] = module.build(bundle, work_dir, fallback_config, (dataset.x_val, dataset.y_val))
-        else:
-            options = {"config": stage_configs[stage]} if stage in stage_configs else {}
-            if stage == "ood" and custom and not options:
-                options = {"config": module.OODConfig(evaluation="any", any_sets=_ood_sets_for(config.train.data))}
-            metrics[stage] = module.build(bundle, dataset, embeddings, work_dir, **options)
-        if stage == "ood":
-            from ood import load_detector
-
-            bundle.ood_detector = load_detector(work_dir / OOD_FILE)
-        _log(f"{stage}: done")
-    if custom:
-        _write_test_examples(dataset, work_dir / "examples")
-    else:
-        _copy_examples(config.example_photos, SHARED_DATA / "imagenet-samples", work_dir / "examples")
+    modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage,
+               "fallback": fallback_stage, "errors": errors_stage}
+    for stage in STAGES:  # in this order: the answer rule is tuned with the detector just fitted
+        if stage not in config.stages:
+            continue
+        _log(f"stage: {stage}")
+        module = modules[stage]
+        metrics[stage] = module.run(context, stage_configs[stage]) if stage in stage_configs else module.run(context)
+        metrics["skipped"] += [f"{stage}: {why}" for why in metrics[stage].get("skipped", []) if isinstance(why, str)]
+    if "fallback" not in config.stages:
+        # No fallback to consult: the rule's CNN thresholds keep their defaults.
+        bundle.answer_rule.save(work_dir, {"tuned": False, "why": "built without the fallback stage"})
+    _examples(dataset, context, work_dir / "examples")
 
     metrics["build_seconds"] = time.perf_counter() - started
-    (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    write_json_atomic(work_dir / "metrics.json", metrics)
     if (out_dir / "reports").exists() and not (work_dir / "reports").exists():
-        # Reports made by other commands (the model ladder) outlive a rebuild.
+        # Reports made by other commands (the model ladder, the ablation) outlive a rebuild.
         shutil.copytree(out_dir / "reports", work_dir / "reports")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -130,100 +126,143 @@ def build(config=BuildConfig(), verbose="auto"):
     return metrics
 
 
-def smoke_config(out_dir, runs_dir, stages=STAGES):
+def smoke_config(out_dir, runs_dir, data_dir, stages=STAGES, cifar_dir=None):
     """A build on a little data, for tests and for trying the pipeline: minutes, not an hour."""
-    from fallback.build import FallbackConfig
-    from ood.build import OODConfig
-    from similarity.build import GalleryConfig
-
-    train = TrainConfig(preset="fastnet_small", epochs=1, batch_size=64, data=DataConfig(limit_per_class=40))
+    data = DataConfig(data_dir=data_dir, cifar_dir=cifar_dir, limit_per_class=40,
+                      preprocessing=Preprocessing(jpeg_quality=None if cifar_dir else 75))
+    train = TrainConfig(preset="fastnet_small", epochs=1, batch_size=64, data=data)
     stage_configs = (
-        ("ood", OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300)),
-        ("similarity", GalleryConfig(per_class=20, pixel_test_per_class=5)),
-        ("fallback", FallbackConfig(tune=False)),
+        ("ood", ood_stage.OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300)),
+        ("gallery", gallery_stage.GalleryConfig(per_class=20, pixel_test_per_class=5)),
+        ("fallback", fallback_stage.FallbackConfig(tune=False)),
     )
-    return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=stages, stage_configs=stage_configs)
+    return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=stages,
+                       data_dir=data_dir, stage_configs=stage_configs)
 
 
 def any_dataset_config(source, out_dir, runs_dir="runs", image_size=32, channels=3, subdir="", test_subdir="",
-                       classes=(), limit_per_class=None, preset="fastnet_small", epochs=12, stages=STAGES_FOR_ANY_DATASET):
-    """A build on any labelled collection (see classifier.custom_dataset)."""
-    from classifier.images import Preprocessing
-
+                       classes=(), limit_per_class=None, preset="fastnet_small", epochs=12, stages=STAGES_FOR_ANY_DATASET,
+                       data_dir=None):
+    """A build on any labelled collection (see classifier.custom_dataset); `data_dir` gives the OOD sets."""
     data = DataConfig(
         source=str(source), source_subdir=subdir, source_test_subdir=test_subdir, source_classes=tuple(classes),
         preprocessing=Preprocessing(height=image_size, width=image_size, channels=channels), limit_per_class=limit_per_class,
     )
     return BuildConfig(train=TrainConfig(preset=preset, epochs=epochs, data=data), out_dir=str(out_dir),
-                       runs_dir=str(runs_dir), stages=tuple(stages))
+                       runs_dir=str(runs_dir), stages=tuple(stages), data_dir=data_dir)
 
 
-def _ood_sets_for(data):
-    from classifier.custom_dataset import is_mnist_folder
-
-    # MNIST digits are no OOD set for a bundle that was trained on them.
-    return ("tiny_imagenet_val",) if is_mnist_folder(data.source) else ("tiny_imagenet_val", "mnist")
-
-
-def _write_test_examples(dataset, target, count=9):
-    """The app's examples for a bundle on another dataset: the first test picture of each class."""
+def _examples(dataset, context, target, count=9):
+    """The app's examples: a few real photos (shrunk, so the repo stays small), or for a bundle on
+    other data, the first test picture of each class."""
     from PIL import Image
 
     target.mkdir(parents=True, exist_ok=True)
+    photos = context.data_path("imagenet-samples")
+    if context.data_config.source is None and photos is not None:
+        for name in EXAMPLE_PHOTOS:
+            if (photos / name).exists():
+                with Image.open(photos / name) as image:
+                    image = image.convert("RGB")
+                    image.thumbnail((320, 320), Image.Resampling.LANCZOS)
+                    image.save(target / (Path(name).stem.split("_", 1)[1] + ".jpg"), quality=90)
+        return
     for label, name in list(enumerate(dataset.class_names))[:count]:
         rows = (dataset.y_test == label).nonzero()[0]
         if len(rows):
             image = dataset.x_test[rows[0]]
-            picture = Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image)
-            picture.save(target / f"{name}.jpg", quality=95)
-
-
-def _copy_examples(names, source, target):
-    """A few real photos for the app's examples, shrunk so the repo stays small."""
-    from PIL import Image
-
-    target.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if (source / name).exists():
-            with Image.open(source / name) as image:
-                image = image.convert("RGB")
-                image.thumbnail((320, 320), Image.Resampling.LANCZOS)
-                image.save(target / (Path(name).stem.split("_", 1)[1] + ".jpg"), quality=90)
-
-
-def _machine():
-    import os
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
+            Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image).save(target / f"{name}.jpg", quality=95)
 
 
 def _headline(metrics):
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in ("cifar10_test_accuracy_10_class", "test_accuracy") if k in metrics)
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def _log(message):
     print(f"[build] {message}", flush=True)
 
 
-if __name__ == "__main__":
+def no_data_message(data_dir):
+    return (f"No training data: {Path(data_dir) / CIFAR10_JPEG_ARCHIVE} does not exist. Give the data one of three ways: "
+            f"--download (fetch the official CIFAR-10/100 and MNIST with keras.datasets; needs the network), "
+            f"--cifar-dir DIR (a folder holding the official cifar-10-batches-py/ and cifar-100-python/), or "
+            f"--data-dir DIR (the development data folder, default {DEVELOPMENT_DATA}, also ${ENVIRONMENT_VARIABLE}).")
+
+
+def export_corrections(store_path, accepted_only=True, cache_dir=".cache/corrections"):
+    """Visitors' corrections (an app's state/corrections.sqlite) as an image-folder tree to train
+    on: the accepted ones, or with accepted_only=False every one not rejected (a private
+    deployment). Pictures are named by hash, so the same corrections mean the same training run."""
+    import hashlib
+
+    from classifier.labels import CLASS_NAMES
+    from service.corrections import CorrectionStore
+
+    if not Path(store_path).is_file():
+        raise DataUnavailable(f"--feedback {store_path}: no corrections store there (the app keeps it in its --state-dir).")
+    kind = "accepted" if accepted_only else "all"
+    folder = Path(cache_dir) / f"{hashlib.sha256(str(Path(store_path).resolve()).encode()).hexdigest()[:12]}-{kind}"
+    shutil.rmtree(folder, ignore_errors=True)
+    report = CorrectionStore(store_path, CLASS_NAMES).export(folder, accepted_only)
+    _log(f"corrections: {report['pictures']} pictures ({kind}), {len(report['conflicting'])} left out for conflicting labels")
+    return str(folder)
+
+
+def config_from_arguments(args):
+    """The BuildConfig the command line asks for; raises DataUnavailable with a plain message."""
+    data_dir = resolve_data_dir(args.data_dir)
+    default_stages = STAGES_FOR_ANY_DATASET if args.data else STAGES
+    stages = tuple(s for s in (args.stages or ",".join(default_stages)).split(",") if s)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise DataUnavailable(f"Unknown stages {unknown}; choose from {','.join(STAGES)}.")
+    evaluation_dir = data_dir if Path(data_dir).is_dir() else None
+    if args.data:
+        if not Path(args.data).exists():
+            raise DataUnavailable(f"--data {args.data} does not exist.")
+        return any_dataset_config(
+            args.data, args.out, args.runs, args.image_size, args.channels, args.subdir, args.test_subdir,
+            tuple(c for c in args.classes.split(",") if c), args.limit_per_class,
+            args.preset or "fastnet_small", args.epochs or 12, stages, evaluation_dir)
+    cifar_dir = args.cifar_dir
+    if args.download:
+        from classifier.download import download_official
+
+        cifar_dir = str(download_official(Path(args.download_to)))
+    if cifar_dir:
+        from classifier.dataset import CIFAR100_PICKLES, CIFAR10_PICKLES
+
+        missing = [name for name in (CIFAR10_PICKLES, CIFAR100_PICKLES) if not (Path(cifar_dir) / name).is_dir()]
+        if missing:
+            raise DataUnavailable(f"--cifar-dir {cifar_dir} has no {' or '.join(missing)} folder (the official python-format CIFAR).")
+    elif not (Path(data_dir) / CIFAR10_JPEG_ARCHIVE).exists():
+        raise DataUnavailable(no_data_message(data_dir))
+    if args.smoke:
+        return smoke_config(args.out, args.runs, evaluation_dir, stages, cifar_dir)
+    # The official data needs no JPEG round trip: every picture comes from the same source.
+    preprocessing = Preprocessing(jpeg_quality=None) if cifar_dir else DataConfig().preprocessing
+    folders = tuple(export_corrections(store, accepted_only=not args.feedback_all) for store in args.feedback)
+    data = DataConfig(data_dir=None if cifar_dir else data_dir, cifar_dir=cifar_dir, preprocessing=preprocessing,
+                      extra_train_folders=folders, tiny_imagenet_val_in_train=args.tiny_imagenet_val)
+    defaults = TrainConfig()
+    train = TrainConfig(preset=args.preset or defaults.preset, epochs=args.epochs or defaults.epochs, data=data)
+    return BuildConfig(train=train, out_dir=args.out, runs_dir=args.runs, stages=stages, data_dir=evaluation_dir)
+
+
+def main(argv=None):
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help=f"the development data folder (default ${ENVIRONMENT_VARIABLE} or {DEVELOPMENT_DATA})")
+    parser.add_argument("--cifar-dir", default=None, help="build from the official cifar-10-batches-py/ and cifar-100-python/ in this folder")
+    parser.add_argument("--download", action="store_true", help="fetch the official CIFAR-10/100 and MNIST with keras.datasets, then build")
+    parser.add_argument("--download-to", default="data/official", help="with --download: where to keep them")
     parser.add_argument("--out", default=None, help="bundle folder to write (default: assets, for our 13 classes)")
     parser.add_argument("--runs", default="runs", help="folder of training runs (reused when the config matches)")
     parser.add_argument("--preset", default=None, help=f"default: {TrainConfig().preset} (with --data: fastnet_small)")
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
-    parser.add_argument("--feedback", action="append", default=[], help="image-folder tree of user corrections to train on")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig().epochs}")
+    parser.add_argument("--feedback", action="append", default=[], help="an app's corrections store (state/corrections.sqlite): train on its accepted corrections")
+    parser.add_argument("--feedback-all", action="store_true", help="with --feedback: every correction not rejected, reviewed or not (private deployments)")
     parser.add_argument("--tiny-imagenet-val", action="store_true", help="also train on Tiny ImageNet val images of our classes")
     parser.add_argument("--stages", default=None, help="comma-separated subset of " + ",".join(STAGES))
     parser.add_argument("--data", help="build on another dataset: an image-folder tree, a .tgz of one, or an MNIST idx folder")
@@ -234,22 +273,20 @@ if __name__ == "__main__":
     parser.add_argument("--classes", default="", help="with --data: comma-separated subset of its classes")
     parser.add_argument("--limit-per-class", type=int, default=None, help="with --data: at most this many images per class")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch: checks the pipeline end to end")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.data and not args.out:
         parser.error("--data needs --out: the shipped bundle in assets/ is built on our 13 classes")
-    default_stages = STAGES_FOR_ANY_DATASET if args.data else STAGES
-    stages = tuple(s for s in (args.stages or ",".join(default_stages)).split(",") if s)
+    if args.download and args.cifar_dir:
+        parser.error("give --download or --cifar-dir, not both")
     args.out = args.out or "assets"
-    if args.data:
-        config = any_dataset_config(
-            args.data, args.out, args.runs, args.image_size, args.channels, args.subdir, args.test_subdir,
-            tuple(c for c in args.classes.split(",") if c), args.limit_per_class,
-            args.preset or "fastnet_small", args.epochs, stages,
-        )
-    elif args.smoke:
-        config = smoke_config(args.out, args.runs, stages)
-    else:
-        train = TrainConfig(preset=args.preset or TrainConfig().preset, epochs=args.epochs, data=DataConfig(
-            extra_train_folders=tuple(args.feedback), tiny_imagenet_val_in_train=args.tiny_imagenet_val))
-        config = BuildConfig(train=train, out_dir=args.out, runs_dir=args.runs, stages=stages)
-    build(config)
+    try:
+        config = config_from_arguments(args)
+        build(config)
+    except DataUnavailable as error:
+        print(f"Cannot build: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,8 +8,6 @@ the same settings only evaluates.
 """
 
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -18,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.data import DataConfig, prepare_dataset
-from classifier.train import TrainConfig
+from classifier.atomic import write_text_atomic
+from classifier.dataset import DataConfig, prepare_dataset
+from classifier.images import to_float
+from classifier.train import TrainConfig, describe_machine
+from pipeline.data_dir import resolve_data_dir
 
 # Smallest to biggest, so a ladder cut short still has the cheap rungs.
-PRESETS = ("pets_small", "bootcamp", "gradio_slides", "fastnet_small", "fastnet")
+PRESETS = ("pets_small", "bootcamp", "gradio_slides", "fastnet_small", "fastnet", "airbench94")
 
 COLUMNS = (  # (row key, markdown header, format)
     ("preset", "preset", "{}"),
@@ -67,7 +68,7 @@ def run_ladder(config=LadderConfig(), verbose="auto", command=None):
 def evaluate_rung(model, history, dataset, config):
     from classifier.evaluate import cifar10_accuracy
 
-    x_test = dataset.x_test.astype(np.float32) / np.float32(255)
+    x_test = to_float(dataset.x_test)
     # A first call traces the predict function; only the second, warm pass is timed.
     model.predict(x_test[: config.predict_batch_size], batch_size=config.predict_batch_size, verbose=0)
     started = time.perf_counter()
@@ -106,10 +107,10 @@ def write_report(config, rows, dataset, command=None):
     train, data = config.train, config.train.data
     sizes = {"train": len(dataset.y_train), "val": len(dataset.y_val), "test": len(dataset.y_test)}
     report = {
-        "command": command, "machine": _machine(), "images": sizes,
+        "command": command, "machine": describe_machine(), "images": sizes,
         "config": asdict(config), "rows": rows,
     }
-    _write_atomic(out_dir / "ladder.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text_atomic(out_dir / "ladder.json", json.dumps(report, indent=2, default=str) + "\n")
     made_by = f"`{command}`" if command else "`pipeline.ladder.run_ladder` from Python"
     limit = "all images" if data.limit_per_class is None else f"at most {data.limit_per_class} images per class"
     text = "\n".join([
@@ -123,38 +124,20 @@ def write_report(config, rows, dataset, command=None):
         f"{sizes['val']:,} val, {sizes['test']:,} test)",
         f"- pictures: {data.preprocessing.height}x{data.preprocessing.width}, {data.preprocessing.channels} channels, Lanczos, "
         + (f"JPEG round trip at quality {data.preprocessing.jpeg_quality}" if data.preprocessing.jpeg_quality else "no JPEG round trip"),
-        f"- training: {train.epochs} epochs at most (early stopping patience {train.early_stopping_patience}), "
+        f"- training: {train.epochs} epochs; plain-fit presets: early stopping patience {train.early_stopping_patience}, "
         f"batch {train.batch_size}, peak learning rate {train.peak_learning_rate}, "
-        f"label smoothing {train.label_smoothing}, seed {train.seed}",
+        f"label smoothing {train.label_smoothing}; airbench presets: airbench's recipe (classifier/airbench.py, "
+        f"batch {train.airbench.batch_size}, test-time views level {train.airbench.tta_level}); seed {train.seed}",
         f"- machine: {report['machine']}; fit and predict times are wall clock, on a machine shared with other jobs",
         "- test loss is plain cross-entropy of the predicted probabilities (no label smoothing); "
         "predict is the batched forward pass over the test split",
         "",
     ])
-    _write_atomic(out_dir / "ladder.md", text)
+    write_text_atomic(out_dir / "ladder.md", text)
 
 
 def _format(row, key, spec):
     return "n/a" if row.get(key) is None else spec.format(row[key])
-
-
-def _write_atomic(path, text):
-    # A reader (or a commit) never sees half a report.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _machine():
-    import keras
-
-    gpus = []
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-    device = f"{len(gpus)} GPU" if gpus else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}; keras {keras.__version__} ({keras.backend.backend()})"
 
 
 def _log(message):
@@ -171,10 +154,11 @@ if __name__ == "__main__":
     parser.add_argument("--limit-per-class", type=int, default=None, help="at most this many images per class (train and test)")
     parser.add_argument("--out", default=defaults.out_dir, help="folder for ladder.json and ladder.md")
     parser.add_argument("--runs", default=defaults.runs_dir, help="folder of training runs (reused when the config matches)")
+    parser.add_argument("--data-dir", default=None, help="the development data folder (see pipeline.data_dir)")
     args = parser.parse_args()
     config = LadderConfig(
         presets=tuple(p for p in args.presets.split(",") if p),
-        train=TrainConfig(epochs=args.epochs, data=DataConfig(limit_per_class=args.limit_per_class)),
+        train=TrainConfig(epochs=args.epochs, data=DataConfig(data_dir=resolve_data_dir(args.data_dir), limit_per_class=args.limit_per_class)),
         runs_dir=args.runs, out_dir=args.out,
     )
     run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]))

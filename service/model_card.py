@@ -14,6 +14,8 @@ def model_card_markdown(bundle):
             + (f", trained in {seconds / 60:.1f} min on {training.get('machine')}" if seconds else "")
             + "."
         )
+    if metrics.get("data") or bundle.manifest.get("data"):
+        lines.append(f"Trained on {metrics.get('data') or bundle.manifest.get('data')}.")
     jpeg = f", a JPEG round trip at quality {p.jpeg_quality} (as CIFAR-10's own files)" if p.jpeg_quality else ""
     lines.append(f"Input: {p.height}×{p.width}, {'RGB' if p.channels == 3 else 'grayscale'}, Lanczos resize{jpeg}, pixels scaled to [0, 1].")
     accuracy_rows = [
@@ -35,6 +37,7 @@ def model_card_markdown(bundle):
             row = per_class.get(name)
             if row:
                 lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
+    lines += _answer_rule_lines(bundle.answer_rule)
     lines += _ood_lines(metrics.get("ood", {}))
     lines += _error_lines(metrics.get("errors", {}), metrics.get("classifier", {}).get("test_images"))
     lines += _ladder_lines(bundle.directory / "reports" / "ladder.md")
@@ -47,6 +50,14 @@ def _ladder_lines(path):
         return []
     body = path.read_text().split("\n", 1)[-1]  # its own "# Model ladder" title is replaced by ours
     return ["", "## Model ladder: every preset on the same data", body]
+
+
+def _answer_rule_lines(rule):
+    return ["", "## Who answers", (
+        f"A photo: the CNN answers when it is at least {rule.cnn_confidence_threshold:.0%} sure and the OOD detector "
+        f"accepts the picture; otherwise the ImageNet fallback answers when at least {rule.fallback_mass_threshold:.0%} of "
+        f"its probability falls on one of our classes; otherwise the app refuses. A thumbnail no larger than the CNN's "
+        f"input: the CNN alone, at {rule.thumbnail_cnn_threshold:.0%}. Static is refused by the noise gate first.")]
 
 
 def _ood_lines(ood):

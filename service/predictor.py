@@ -1,25 +1,27 @@
 """The service layer: one upload in, one honest answer out. No Gradio here.
 
-    predictor = Predictor(Bundle.load("assets"), log=PredictionLog(path), feedback=FeedbackStore(dir))
+    predictor = Predictor(Bundle.load("assets"), log=PredictionLog(path))
     prediction = predictor.predict("photo.jpg")     # raises ImageError with a plain message
-    predictor.relabel(prediction, "ship")           # "Based on the image you selected, your label is ship"
 
-One prediction: decode the upload (EXIF, first frame, any mode) -> Lanczos to the model's input ->
-CNN features and probabilities -> OOD detector on the predicted class -> the noise gate (pictures of
-pure noise are refused whatever the CNN says) -> fallback policy (the
-ImageNet model runs only when the CNN is unsure or the detector refuses, and never for a thumbnail
-no larger than the CNN's input) -> the gallery of
-nearest training images from the top classes -> one row in the monitoring log.
+Corrections, limits and what a session keeps are service.public's (the page and the JSON API use it).
+
+One upload goes down the floors once: decode (EXIF, first frame, any mode) -> Lanczos to the
+model's input -> the noise gate on the pixels -> CNN features and probabilities -> the OOD
+detector on the predicted class -> the answer rule (service.answer: static the gate refused is
+refused whatever the models say; the ImageNet fallback runs only when the rule consults it, never
+for a thumbnail) -> the gallery of nearest training images -> one row in the monitoring log.
+The CNN measures every upload, refused static included: the log's drift statistics must see
+every upload, or a flood of static would never raise the drift alarm.
 """
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from classifier.images import ImageError, open_image, to_mode, to_uint8
-
-REFUSAL = "Sorry, your image label is not in our training set"
+from classifier.images import ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
+from service.answer import CNN, REFUSAL, under_the_hood, verdict
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,17 @@ class PredictorConfig:
     top_k: int = 3
     gallery_size: int = 4
     gallery_mode: str = "per_class"  # one nearest image from each of the top classes
+    # "answer": the gallery's classes are the top classes of the stage that answered (after a
+    # refusal: of the stage that judged last), so the page never contradicts its verdict;
+    # "cnn": the CNN's own top classes, as before the answer rule owned the page (for comparisons).
+    gallery_from: str = "answer"
+    # JPEG uploads larger than twice this are decoded at a reduced scale (classifier.images).
+    draft_side: int = 1024
 
 
 @dataclass
 class Prediction:
-    answered_by: str  # "cnn", "fallback" or "refused"
+    answered_by: str  # service.answer.CNN, FALLBACK or REFUSED
     label: str | None  # None when refused
     confidence: float  # the CNN's top probability, or the fallback's mass on its class
     message: str  # the verdict line
@@ -40,17 +48,24 @@ class Prediction:
     ood_inlier: bool | None  # None: the bundle has no detector
     ood_score: float | None  # decision function: below 0 means "unlike our training images"
     imagenet_top: list | None  # the fallback's top ImageNet classes, when it was consulted
+    refused_by: str | None = None  # which rule refused (service.answer.Decision.refused_by)
+    noise_correlation: float | None = None  # the noise gate's measure; None when it did not judge
     gallery: list = field(default_factory=list)  # similarity.Neighbour items
     model_input: np.ndarray = None  # uint8 picture the CNN saw
     image: object = None  # the decoded upload (PIL), kept so a correction can be saved
+    cnn_probabilities: np.ndarray = None  # (classes,)
+    # The answering stage's [(class, share)] over our classes, best first ([] when refused): the
+    # CNN's probabilities, or the ImageNet model's mass on each of our classes.
+    distribution: list = field(default_factory=list)
+    under_the_hood: list = field(default_factory=list)  # one plain line per stage (service.answer)
+    picture_hash: str | None = None  # sha256 of the uploaded file's bytes (pixels for arrays), 32 hex digits
     log_id: int | None = None
 
 
 class Predictor:
-    def __init__(self, bundle, log=None, feedback=None, config=PredictorConfig()):
+    def __init__(self, bundle, log=None, config=PredictorConfig()):
         self.bundle = bundle
         self.log = log
-        self.feedback = feedback
         self.config = config
         self.reference = None
         if bundle.monitoring_reference is not None:
@@ -66,44 +81,48 @@ class Predictor:
         return self.bundle.class_names
 
     def predict(self, source):
-        image = open_image(source)
-        pixels = to_uint8(image, self.bundle.preprocessing)
-        x = pixels[None].astype(np.float32) * np.float32(self.bundle.preprocessing.scale)
+        data = read_upload(source)
+        image = open_image(data if data is not None else source, self.config.draft_side)
+        # The picture's identity, for corrections: the file as sent (two files that differ in a
+        # few pixels are two pictures), or the pixels of a picture handed over decoded.
+        picture_hash = hashlib.sha256(data if data is not None else np.asarray(image).tobytes()).hexdigest()[:32]
+        p, rule, gate = self.bundle.preprocessing, self.bundle.answer_rule, self.bundle.noise_gate
+        pixels = to_uint8(image, p)
+        thumbnail = is_thumbnail(image, p)
+        correlation = None if gate is None else gate.judge(image, pixels)
         with self._model_lock:
-            embedding = self.bundle.embed(x)
-        probabilities = embedding.probabilities[0]
-        predicted = int(np.argmax(probabilities))
-        ood_inlier, ood_score = self._ood(embedding.features, predicted)
-        noise = self._noise(image, pixels, probabilities)
-        decision, imagenet_top = (noise, None) if noise is not None else self._decide(image, probabilities, ood_inlier)
-
-        label = None if decision.class_index is None else self.class_names[decision.class_index]
+            embedding = self.bundle.embed(to_float(pixels[None], p.scale))
+        probabilities, features = embedding.probabilities[0], embedding.features[0]
+        ood_inlier, ood_score = self._ood(embedding.features, int(np.argmax(probabilities)))
+        consultation = None
+        if correlation is not None and correlation < gate.threshold_:
+            decision = rule.refuse_noise(correlation, gate.natural_min_)
+        else:
+            # The ImageNet model runs only if the rule consults it.
+            consultation = None if self.bundle.fallback is None else self.bundle.fallback.consult(to_mode(image, 3))
+            with self._model_lock:
+                decision = rule.decide(probabilities, ood_inlier, consultation, self.class_names, thumbnail)
+        imagenet_top = None if consultation is None or consultation.result is None else consultation.result.top
+        # The answering stage's shares of our classes; after a refusal, those of the last stage
+        # that judged (the fallback's masses when it was asked, else the CNN's probabilities).
+        shares = probabilities if decision.class_masses is None or decision.answered_by == CNN else np.asarray(decision.class_masses)
+        cnn_top = [(name, float(probabilities[i])) for i, name in _top(probabilities, self.config.top_k, self.class_names)]
+        by_answer = self.config.gallery_from == "answer"
         prediction = Prediction(
             answered_by=decision.answered_by,
-            label=label,
-            confidence=float(decision.confidence),
-            message=_verdict(decision.answered_by, label, decision.confidence),
-            detail=decision.detail,
-            top_classes=[(self.class_names[i], float(probabilities[i])) for i in np.argsort(-probabilities)[: self.config.top_k]],
-            ood_inlier=ood_inlier,
-            ood_score=ood_score,
-            imagenet_top=imagenet_top,
-            gallery=self._gallery(probabilities, embedding.features[0], pixels),
-            model_input=pixels,
-            image=image,
+            label=None if decision.class_index is None else self.class_names[decision.class_index],
+            confidence=float(decision.confidence), message=verdict(decision, self.class_names), detail=decision.detail,
+            top_classes=cnn_top, ood_inlier=ood_inlier, ood_score=ood_score, imagenet_top=imagenet_top,
+            refused_by=decision.refused_by, noise_correlation=correlation,
+            gallery=self._gallery(shares if by_answer else probabilities, probabilities if by_answer else None, features, pixels),
+            model_input=pixels, image=image, cnn_probabilities=probabilities, picture_hash=picture_hash,
+            distribution=[] if decision.refused else [(name, float(shares[i])) for i, name in _top(shares, len(shares), self.class_names)],
+            under_the_hood=under_the_hood(decision, self.class_names, cnn_top,
+                                          None if correlation is None else (correlation, gate.threshold_),
+                                          None if ood_inlier is None else (ood_inlier, ood_score), imagenet_top, thumbnail),
         )
-        prediction.log_id = self._log(prediction, probabilities)
+        prediction.log_id = self._log(prediction)
         return prediction
-
-    def relabel(self, prediction, label):
-        """Save the upload with the label the user chose; tag its log row. Returns the answer line."""
-        if label not in self.class_names:
-            raise ValueError(f"{label!r} is not one of our classes.")
-        if self.feedback is not None:
-            self.feedback.save(prediction.image, label, source="gallery", predicted=prediction.label)
-        if self.log is not None and prediction.log_id is not None:
-            self.log.tag(prediction.log_id, label)
-        return f"Based on the image you selected, your label is {label.replace('_', ' ')}"
 
     def dashboard(self):
         from monitoring import render
@@ -116,71 +135,39 @@ class Predictor:
         detector = self.bundle.ood_detector
         if detector is None:
             return None, None
-        classes = np.array([predicted])
-        score = float(detector.decision_function(features, classes)[0])
+        score = float(detector.decision_function(features, np.array([predicted]))[0])
         return bool(score >= 0), score
 
-    def _noise(self, image, pixels, probabilities):
-        """A refusal Decision if the noise gate takes the upload for noise, else None."""
-        from fallback.policy import REFUSED, Decision
-
-        gate = self.bundle.noise_gate
-        view = None if gate is None else gate.view(image, pixels)
-        if view is None:
-            return None
-        correlation = float(gate.score_samples(view)[0])
-        if correlation >= gate.threshold_:
-            return None
-        return Decision(None, REFUSED, float(np.max(probabilities)), (
-            f"The picture looks like random noise: its neighbouring pixels are unrelated (correlation {correlation:.2f}; "
-            f"every training picture is above {gate.natural_min_:.2f}), so the classifier will not guess."))
-
-    def _decide(self, image, probabilities, ood_inlier):
-        from fallback import FallbackPolicy
-
-        preprocessing = self.bundle.preprocessing
-        thumbnail = image.width <= preprocessing.width and image.height <= preprocessing.height
-        fallback = self.bundle.fallback
-        if fallback is None:
-            return FallbackPolicy().decide(probabilities, ood_inlier, None, self.class_names, thumbnail), None
-        # The ImageNet model runs only if the policy consults it.
-        consultation = fallback.consult(to_mode(image, 3))
-        with self._model_lock:
-            decision = fallback.policy.decide(probabilities, ood_inlier, consultation, self.class_names, thumbnail)
-        return decision, (consultation.result.top if consultation.result is not None else None)
-
-    def _gallery(self, probabilities, features, pixels):
+    def _gallery(self, scores, tie_breaker, features, pixels):
         from similarity import gallery_for
 
         gallery = self.bundle.gallery
         if gallery is None:
             return []
         query = pixels if getattr(gallery, "metric", "cosine") == "l1-pixels" else features
-        neighbours = gallery_for(gallery, probabilities, query, k=self.config.gallery_size, mode=self.config.gallery_mode)
+        neighbours = gallery_for(gallery, scores, query, k=self.config.gallery_size, mode=self.config.gallery_mode,
+                                 tie_breaker=tie_breaker)
         # A gallery saved without pictures has nothing to show a person.
         return [neighbour for neighbour in neighbours if neighbour.thumbnail is not None]
 
-    def _log(self, prediction, probabilities):
+    def _log(self, prediction):
         if self.log is None:
             return None
         from monitoring import upload_metrics
 
-        metrics = upload_metrics(prediction.model_input, probabilities, self.reference, self.class_names)
+        metrics = upload_metrics(prediction.model_input, prediction.cnn_probabilities, self.reference, self.class_names)
         return self.log.append({
             **metrics,
+            "answer": prediction.label,
             "answered_by": prediction.answered_by,
             "ood": prediction.ood_inlier is False,
             "image": prediction.model_input,
         })
 
 
-def _verdict(answered_by, label, confidence):
-    if answered_by == "refused":
-        return REFUSAL
-    name = label.replace("_", " ")
-    if answered_by == "fallback":
-        return f"This looks like: {name} (answered by the ImageNet fallback model, {confidence:.0%})"
-    return f"This looks like: {name} ({confidence:.0%})"
+def _top(scores, k, class_names):
+    """[(index, class name)] of the k highest scores, best first (ties: class order)."""
+    return [(int(i), class_names[int(i)]) for i in np.argsort(-np.asarray(scores), kind="stable")[:k]]
 
 
 __all__ = ["ImageError", "Prediction", "Predictor", "PredictorConfig", "REFUSAL"]

@@ -1,12 +1,11 @@
-"""Nearest training images ("Give us another chance") and users' corrections.
+"""Nearest training images ("Give us another chance").
 
-    from similarity import NearestTrainingImages, FeedbackStore, gallery_for
+    from similarity import NearestTrainingImages, gallery_for
 
-Importing this package loads numpy only; Pillow and Keras are imported where they are used.
+Importing this package loads numpy and scikit-learn's base module; Pillow where it is used.
 """
 
-from similarity.feedback import FeedbackError, FeedbackRecord, FeedbackStore
-from similarity.gallery import Neighbour, gallery_for
+from similarity.gallery import Neighbour, balanced_sample, gallery_for
 from similarity.index import NearestTrainingImages
 
-__all__ = ["FeedbackError", "FeedbackRecord", "FeedbackStore", "NearestTrainingImages", "Neighbour", "gallery_for"]
+__all__ = ["NearestTrainingImages", "Neighbour", "balanced_sample", "gallery_for"]

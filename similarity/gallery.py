@@ -26,8 +26,10 @@ class Neighbour:
     thumbnail: np.ndarray  # uint8 (h, w, c), or None when the gallery stores no pictures
 
 
-def gallery_for(gallery, probabilities, features, k=4, mode="per_class"):
-    """Up to k Neighbours for one upload, from its k most probable classes.
+def gallery_for(gallery, probabilities, features, k=4, mode="per_class", tie_breaker=None):
+    """Up to k Neighbours for one upload, from the k classes with the highest `probabilities`
+    (any score per class: the CNN's probabilities, or the fallback's masses), ties broken by
+    `tie_breaker` (another score per class) and then by class order.
 
     `features` is the upload in the gallery's space: CNN features for "cosine", 32x32 uint8
     pixels for "l1-pixels". Classes without gallery images are skipped.
@@ -35,8 +37,10 @@ def gallery_for(gallery, probabilities, features, k=4, mode="per_class"):
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}.")
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    second = np.zeros_like(probabilities) if tie_breaker is None else np.asarray(tie_breaker, dtype=np.float64).reshape(-1)
     present = set(gallery.classes_.tolist())
-    ranked = [int(c) for c in np.argsort(-probabilities, kind="stable") if int(c) in present][:k]
+    # lexsort sorts by the last key first; a stable sort keeps class order among full ties.
+    ranked = [int(c) for c in np.lexsort((-second, -probabilities)) if int(c) in present][:k]
     if mode == "per_class":
         indices, distances = gallery.nearest_per_class(features, ranked)
     else:

@@ -15,17 +15,18 @@ so a reloaded gallery answers exactly as the fitted one), thumbnails as one JPEG
 """
 
 import io
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
+
+from classifier.atomic import atomic_path
 
 METRICS = ("cosine", "l1-pixels")
 FORMAT_VERSION = 1
 
 
-class NearestTrainingImages:
+class NearestTrainingImages(BaseEstimator):
     """k nearest gallery images to a query, optionally among a set of classes only.
 
     Parameters are stored as given (scikit-learn contract); fitted state ends in `_`:
@@ -37,18 +38,6 @@ class NearestTrainingImages:
         self.metric = metric
         self.feature_dtype = feature_dtype
         self.class_names = class_names
-
-    # ------------------------------------------------------------------ estimator contract
-
-    def get_params(self, deep=True):
-        return {"metric": self.metric, "feature_dtype": self.feature_dtype, "class_names": self.class_names}
-
-    def set_params(self, **params):
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"Unknown parameter {name!r} for NearestTrainingImages.")
-            setattr(self, name, value)
-        return self
 
     def fit(self, features, labels, thumbnails=None):
         """Index `features` (cosine: CNN features (n, d); l1-pixels: uint8 pixels (n, h, w, c)
@@ -157,14 +146,9 @@ class NearestTrainingImages:
         if self.thumbnails_ is not None:
             arrays["thumbnails_image"] = _encode_mosaic(self.thumbnails_, thumbnail_quality)
             arrays["thumbnails_shape"] = np.array(self.thumbnails_.shape, dtype=np.int64)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
+        with atomic_path(path) as temporary:
+            with open(temporary, "wb") as handle:  # a handle: savez would add ".npz" to a name
                 np.savez_compressed(handle, **arrays)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -1,19 +1,47 @@
-"""Shared fixtures: real data from ../shared/data, never fakes of our own parts."""
+"""Shared fixtures: real data, never fakes of our own parts.
+
+The development data folder is resolved once, the way the command line does it
+(pipeline.data_dir: $HONEST_DATA_DIR, else ../shared/data beside the repository). Tests that need
+it ask for `shared_data` (or `data_path("...")`) and are skipped, with one line naming what is
+missing, on a fresh clone without it. Everything else runs on what the repository ships: the
+bundle in assets/ (its example photos are real ImageNet photos) and pictures the tests make.
+"""
 
 from pathlib import Path
 
 import pytest
 
-from classifier.data import SHARED_DATA
+from pipeline.data_dir import resolve_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def development_data():
+    """The data folder, anchored at the repository (tests may run from any folder)."""
+    path = Path(resolve_data_dir())
+    return path if path.is_absolute() else (REPO / path).resolve()
+
+
+DATA_DIR = development_data()
+
+
+def require_data(*parts):
+    """DATA_DIR/parts, or skip the test with one line saying what is missing."""
+    path = DATA_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the development data: {path} is missing (set HONEST_DATA_DIR or put shared/data beside the repo)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data():
-    if not SHARED_DATA.exists():
-        pytest.fail(f"The shared data folder {SHARED_DATA} is missing: tests read real data from it.")
-    return SHARED_DATA
+    return require_data()
+
+
+@pytest.fixture(scope="session")
+def data_path():
+    """data_path("imagenet-samples") -> that path in the data folder, or the test is skipped."""
+    return require_data
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +51,14 @@ def photo_paths(shared_data):
 
 
 @pytest.fixture(scope="session")
+def example_photos():
+    """The real photos the repository ships with its bundle (assets/examples), name -> path."""
+    return {path.stem: path for path in sorted((REPO / "assets" / "examples").glob("*.jpg"))}
+
+
+@pytest.fixture(scope="session")
 def cnn_bundle():
     """The committed bundle (assets/), without its fallback model."""
-    from classifier.bundle import Bundle
+    from service.bundle import Bundle
 
     return Bundle.load(REPO / "assets", with_fallback=False)

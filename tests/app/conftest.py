@@ -16,7 +16,9 @@ def server(tmp_path_factory):
     """(url, state_dir) of a running app; stopped at the end of the session."""
     assert (ASSETS / "bundle.json").exists(), "the committed bundle assets/ is missing: run python -m pipeline.build"
     state_dir = tmp_path_factory.mktemp("app-state")
-    with running_app(ASSETS, state_dir) as (url, _):
+    # No per-client limits here: the suite is one client sending many pictures. The limits have
+    # their own servers in test_security.py.
+    with running_app(ASSETS, state_dir, extra_args=("--rate-limit", "0")) as (url, _):
         yield url, state_dir
 
 

@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.custom_dataset import is_mnist_folder, readable_names
-from classifier.data import DataConfig, DataUnavailable, load_image_folder, prepare_dataset
+from classifier.custom_dataset import readable_names
+from classifier.dataset import DataConfig, prepare_dataset
 from classifier.images import Preprocessing
+from classifier.readers import DataUnavailable, is_mnist_folder, load_image_folder
 
 GRAY_28 = Preprocessing(height=28, width=28, channels=1)
 
 
 def test_mnist_idx_folder_is_split_grayscale_and_stratified(shared_data, tmp_path):
-    config = DataConfig(source=str(shared_data / "mnist"), preprocessing=GRAY_28, limit_per_class=50, cache_dir=str(tmp_path))
+    config = DataConfig(source=str(shared_data / "mnist"), preprocessing=GRAY_28, limit_per_class=50, val_fraction=0.1,
+                        cache_dir=str(tmp_path))
     dataset = prepare_dataset(config)
     assert is_mnist_folder(shared_data / "mnist")
     assert dataset.class_names == tuple(str(digit) for digit in range(10))

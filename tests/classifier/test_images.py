@@ -9,8 +9,9 @@ from tests.bad_inputs import animated_gif, encode, png_claiming
 
 
 @pytest.fixture(scope="module")
-def photo(photo_paths):
-    return Image.open(photo_paths[0]).convert("RGB")
+def photo(example_photos):
+    # A real photo the repository ships: these tests need no data folder.
+    return Image.open(example_photos["Siamese_cat"]).convert("RGB")
 
 
 def test_odd_sized_rgb_is_lanczos_resized_to_model_input(photo):
@@ -99,8 +100,8 @@ def test_missing_file_gets_a_clear_message(tmp_path):
 def test_the_jpeg_round_trip_gives_uploads_cifar10s_own_artefacts(shared_data, photo_paths):
     """CIFAR-10 here is 32-pixel JPEG at quality 75: one more round trip barely changes it, while a
     Lanczos-downscaled photo, smooth until now, changes several times more."""
-    from classifier.data import load_image_folder
     from classifier.images import jpeg_round_trip
+    from classifier.readers import load_image_folder
 
     cifar, _, _ = load_image_folder(shared_data / "cifar10-jpeg.tgz", "cifar10/test", limit_per_class=5)
     photos = np.stack([to_uint8(path) for path in photo_paths[:50]])

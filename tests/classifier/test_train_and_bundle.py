@@ -1,20 +1,22 @@
-"""A tiny real training run, end to end, and the bundle round trip."""
+"""A tiny real training run, end to end, and the bundle round trip (service.bundle)."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from classifier.bundle import Bundle, BundleUnavailable, push_to_hub, write_manifest
-from classifier.data import DataConfig, prepare_dataset
+from classifier.dataset import DataConfig, prepare_dataset
 from classifier.models import PRESETS, build_model
 from classifier.train import TrainConfig, load_or_train
+from service.bundle import Bundle, BundleUnavailable, data_config_from_json, push_to_hub, write_manifest
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, shared_data):
     runs = tmp_path_factory.mktemp("runs")
-    config = TrainConfig(preset="fastnet_small", epochs=2, batch_size=32, data=DataConfig(limit_per_class=16, cache_dir=str(runs / "cache")))
+    data = DataConfig(data_dir=str(shared_data), limit_per_class=16, cache_dir=str(runs / "cache"))
+    config = TrainConfig(preset="fastnet_small", epochs=2, batch_size=32, data=data)
     dataset = prepare_dataset(config.data)
     model, history, run_dir = load_or_train(config, dataset, runs)
     return config, dataset, model, history, run_dir
@@ -22,12 +24,12 @@ def tiny_run(tmp_path_factory):
 
 def test_training_writes_model_config_and_history(tiny_run):
     config, _, _, history, run_dir = tiny_run
-    for name in ("model.keras", "config.json", "history.json", "history.csv", "checkpoint.keras"):
+    for name in ("model.keras", "config.json", "history.json", "history.csv"):
         assert (run_dir / name).exists(), name
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["preset"] == "fastnet_small" and saved["data"]["limit_per_class"] == 16
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
-    assert history["fit_seconds"] > 0
+    assert history["fit_seconds"] > 0 and "CPU cores" in history["machine"]
 
 
 def test_a_finished_run_is_reused_not_retrained(tiny_run):
@@ -78,3 +80,10 @@ def test_hub_bundle_offline_fails_clearly():
 def test_push_to_hub_offline_fails_clearly(tmp_path):
     with pytest.raises(BundleUnavailable, match="Could not push"):
         push_to_hub(tmp_path, "nobody-here/no-such-bundle", token="hf_not_a_real_token")
+
+
+def test_data_config_round_trips_through_json_and_refuses_unknown_settings(tmp_path):
+    config = DataConfig(data_dir=str(tmp_path), limit_per_class=7, extra_train_folders=("state/feedback",))
+    assert data_config_from_json(json.loads(json.dumps(asdict(config)))) == config
+    with pytest.raises(ValueError, match="does not know.*colour_jitter"):
+        data_config_from_json({**asdict(config), "colour_jitter": 0.1})

@@ -1,41 +1,53 @@
-"""Fixtures for the fallback tests: real photos and the real TFLite models (the CNN: tests/conftest.py)."""
+"""Fixtures for the fallback tests: real photos and the real TFLite models of the data folder
+(skipped, one line, without it). The shipped fallback (assets/fallback) needs no data folder."""
 
 import pytest
 
-from classifier.data import SHARED_DATA
-
-SAMPLES = SHARED_DATA / "imagenet-samples"
-MODELS = SHARED_DATA / "imagenet-models"
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="session")
-def photo():
+def photo(data_path):
     """photo('n02088364_beagle') -> that real imagenet-samples photo as a PIL image."""
     from classifier.images import open_image
 
-    return lambda name: open_image(SAMPLES / f"{name}.JPEG")
+    samples = data_path("imagenet-samples")
+    return lambda name: open_image(samples / f"{name}.JPEG")
 
 
 @pytest.fixture(scope="session")
-def mobilenet_v2():
-    from fallback.models import TFLiteImageNetClassifier
+def models_dir(data_path):
+    from fallback.models import MODELS_DIR
 
-    return TFLiteImageNetClassifier(MODELS / "mobilenet_v2_1.0_224_quant.tflite")
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    from fallback.models import TFLiteImageNetClassifier
-
-    return TFLiteImageNetClassifier(MODELS / "mobilenet_v1_0.25_128_quant.tflite")
+    return data_path(MODELS_DIR)
 
 
 @pytest.fixture(scope="session")
-def fallback_v2(mobilenet_v2):
+def mobilenet_v2(models_dir):
+    from fallback.models import MOBILENET_V2, TFLiteImageNetClassifier
+
+    return TFLiteImageNetClassifier(models_dir / MOBILENET_V2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(models_dir):
+    from fallback.models import MOBILENET_V1_TINY, TFLiteImageNetClassifier
+
+    return TFLiteImageNetClassifier(models_dir / MOBILENET_V1_TINY)
+
+
+@pytest.fixture(scope="session")
+def fallback_v2(mobilenet_v2, models_dir, data_path):
+    from classifier.label_map import build_label_map
     from fallback import Fallback
-    from fallback.label_map import build_label_map
     from fallback.models import IMAGENET_LABELS, read_imagenet_labels
 
-    return Fallback(mobilenet_v2, build_label_map(), read_imagenet_labels(IMAGENET_LABELS))
+    return Fallback(mobilenet_v2, build_label_map(data_path("wordnet")), read_imagenet_labels(models_dir / IMAGENET_LABELS))
 
 
+@pytest.fixture(scope="session")
+def shipped_fallback():
+    """The fallback folder the repository ships in assets/."""
+    from fallback import load_fallback
+
+    return load_fallback(REPO / "assets" / "fallback")

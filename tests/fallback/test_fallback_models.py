@@ -1,10 +1,12 @@
+"""The ImageNet classifiers behind the fallback (fallback.models), on real photos."""
+
 import time
 
 import numpy as np
 import pytest
 
-from classifier.images import ImageError
-from fallback.label_map import WORDNET_DIR, read_wordnet
+from classifier.images import ImageError, open_image
+from classifier.wordnet import read_wordnet
 from fallback.models import (
     IMAGENET_LABELS, FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, _reachable, central_crop,
     check_label_order, read_imagenet_labels,
@@ -13,8 +15,8 @@ from fallback.models import (
 PHOTOS = ["n02088364_beagle", "n02123159_tiger_cat", "n02690373_airliner", "n01440764_tench", "n07753592_banana"]
 
 
-def test_mobilenet_v2_recognises_real_photos(mobilenet_v2, photo):
-    wnids = read_wordnet().imagenet_wnids
+def test_mobilenet_v2_recognises_real_photos(mobilenet_v2, photo, data_path):
+    wnids = read_wordnet(data_path("wordnet")).imagenet_wnids
     probabilities = mobilenet_v2.predict([photo(name) for name in PHOTOS])
     assert probabilities.shape == (len(PHOTOS), 1000)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -30,25 +32,26 @@ def test_tiny_model_runs_with_its_own_input_size(tiny_model, photo):
     assert tiny_model.predict([]).shape == (0, 1000)
 
 
-def test_central_crop_handles_grey_and_odd_shapes(photo):
-    grey = photo("n01440764_tench").convert("L")
+def test_central_crop_handles_grey_and_odd_shapes(example_photos):
+    grey = open_image(example_photos["pug"]).convert("L")
     assert central_crop(grey, 224).shape == (224, 224, 3)
     wide = np.zeros((20, 300, 4), np.uint8)  # RGBA, very wide
     assert central_crop(wide, 128).shape == (128, 128, 3)
 
 
-def test_unreadable_input_gets_a_clear_error(tiny_model):
+def test_unreadable_input_gets_a_clear_error(shipped_fallback):
     with pytest.raises(ImageError):
-        tiny_model.predict([b"this is not a picture"])
+        shipped_fallback.classifier.predict([b"this is not a picture"])
 
 
-def test_labels_are_in_imagenet_order():
-    labels = read_imagenet_labels(IMAGENET_LABELS)
+def test_labels_are_in_imagenet_order(models_dir, data_path):
+    labels = read_imagenet_labels(models_dir / IMAGENET_LABELS)
+    class_info = data_path("wordnet", "dataset_class_info.json")
     assert len(labels) == 1000 and labels[1].startswith("goldfish")
-    check_label_order(labels, WORDNET_DIR / "dataset_class_info.json")
+    check_label_order(labels, class_info)
     swapped = (labels[1], labels[0]) + labels[2:]
     with pytest.raises(FallbackUnavailable, match="order"):
-        check_label_order(swapped, WORDNET_DIR / "dataset_class_info.json")
+        check_label_order(swapped, class_info)
 
 
 def test_missing_or_broken_model_file(tmp_path):

@@ -17,10 +17,20 @@ def _model_path():
 
 
 @pytest.fixture(scope="session")
-def small_dataset():
-    from classifier.data import DataConfig, prepare_dataset
+def pictures(example_photos):
+    """The repository's example photos (assets/examples) as 32x32 model inputs, with their mirror
+    images and upside-down copies: 36 distinct real pictures that need no data folder."""
+    from classifier.images import Preprocessing, to_uint8
 
-    return prepare_dataset(DataConfig(limit_per_class=40))
+    photos = np.stack([to_uint8(path, Preprocessing()) for path in example_photos.values()])
+    return np.concatenate([photos, photos[:, :, ::-1], photos[:, ::-1], photos[:, ::-1, ::-1]])
+
+
+@pytest.fixture(scope="session")
+def small_dataset(shared_data):
+    from classifier.dataset import DataConfig, prepare_dataset
+
+    return prepare_dataset(DataConfig(data_dir=str(shared_data), limit_per_class=40))
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +41,7 @@ def predict():
         pytest.skip("No model: neither assets/model.keras nor runs/*/checkpoint.keras exists.")
     import keras
 
-    from classifier.bundle import embed, feature_model
+    from classifier.embedding import embed, feature_model
 
     extractor = feature_model(keras.saving.load_model(path, compile=False))
     return lambda images: embed(extractor, np.asarray(images, dtype=np.uint8)).probabilities
@@ -46,7 +56,7 @@ def small_probabilities(small_dataset, predict):
 @pytest.fixture(scope="session")
 def real_reference(small_dataset, small_probabilities):
     """A reference built the way the pipeline builds it, from half of the small test split (the
-    small dataset's validation split is only 52 images); the other half is left for windows."""
+    small dataset's validation split is only 26 images); the other half is left for windows."""
     from monitoring.reference import build_reference
 
     x, half = small_dataset.x_test, len(small_dataset.x_test) // 2

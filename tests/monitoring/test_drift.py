@@ -2,14 +2,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.data import SHARED_DATA, load_mnist
+from classifier.readers import load_mnist
 from classifier.images import Preprocessing, to_uint8
 from monitoring import DriftConfig, PredictionLog, detect_drift, upload_metrics
 
 
+def answered_by_cnn(image, probability, reference):
+    """A log record of an upload the CNN answered: told its own class."""
+    values = upload_metrics(image, probability, reference)
+    return {**values, "answer": values["predicted_class"]}
+
+
 def log_uploads(log, images, probabilities, reference):
     for image, probability in zip(images, probabilities):
-        log.append({**upload_metrics(image, probability, reference), "image": image})
+        log.append({**answered_by_cnn(image, probability, reference), "image": image})
 
 
 def test_same_distribution_window_raises_no_alarm(tmp_path, real_reference):
@@ -21,6 +27,11 @@ def test_same_distribution_window_raises_no_alarm(tmp_path, real_reference):
     assert not report.alarm, report.message
     assert all(p >= report.level for p in report.p_values.values())
     assert report.message.startswith("No drift")
+    # Every upload here was answered by the CNN with its own class: the answers table counts them.
+    told = [reference.class_names[i] for i in np.argmax(probabilities[:100], axis=1)]
+    assert report.answers == {name: told.count(name) for name in set(told)}
+    assert list(report.answers.values()) == sorted(report.answers.values(), reverse=True)  # most frequent first
+    assert "| answer given | uploads |" in report.to_markdown() and report.refused_fraction == 0.0
 
 
 def test_darkened_uploads_raise_the_alarm(tmp_path, real_reference, predict):
@@ -34,9 +45,9 @@ def test_darkened_uploads_raise_the_alarm(tmp_path, real_reference, predict):
     assert "Drift alarm" in report.message and "| intensity entropy |" in report.to_markdown()
 
 
-def test_mnist_digits_raise_the_alarm(tmp_path, real_reference, predict):
+def test_mnist_digits_raise_the_alarm(tmp_path, real_reference, predict, data_path):
     reference = real_reference[0]
-    digits, _ = load_mnist(SHARED_DATA / "mnist")
+    digits, _ = load_mnist(data_path("mnist"))
     images = np.stack([to_uint8(Image.fromarray(digit[..., 0]), Preprocessing()) for digit in digits[:100]])
     with PredictionLog(tmp_path / "log.sqlite") as log:
         log_uploads(log, images, predict(images), reference)
@@ -60,7 +71,7 @@ def test_level_and_time_window(tmp_path, real_reference):
     with PredictionLog(tmp_path / "log.sqlite") as log:
         for i, (image, probability) in enumerate(zip(images[:60], probabilities[:60])):
             # 40 uploads two days ago, 20 in the last hour
-            log.append({**upload_metrics(image, probability, reference), "time": 1e6 - (2 * 86400 if i < 40 else 60)})
+            log.append({**answered_by_cnn(image, probability, reference), "time": 1e6 - (2 * 86400 if i < 40 else 60)})
         report = detect_drift(log, reference, DriftConfig(window_hours=24, min_window=10), now=1e6)
     assert report.window_size == 20 and report.judged
 

@@ -8,16 +8,18 @@ from monitoring import metrics
 from monitoring.log import LogError, PredictionLog
 
 
-def record(image, predicted_class="cat", confidence=0.8, **extra):
+def record(image, predicted_class="cat", confidence=0.8, answered_by="cnn", **extra):
+    """A log record; an answered upload was told the CNN's class, a refused one nothing."""
     return {
         "predicted_class": predicted_class, "confidence": confidence,
         "entropy": metrics.intensity_entropy(image), "histogram_distance": 0.2,
-        "colour_histogram": metrics.colour_histogram(image), "image": image, **extra,
+        "colour_histogram": metrics.colour_histogram(image), "image": image,
+        "answered_by": answered_by, "answer": None if answered_by == "refused" else predicted_class, **extra,
     }
 
 
-def test_append_recent_tag_and_count(tmp_path, small_dataset):
-    images = small_dataset.x_test[:12]
+def test_append_recent_tag_and_count(tmp_path, pictures):
+    images = pictures[:12]
     with PredictionLog(tmp_path / "log.sqlite") as log:
         ids = [log.append(record(image, confidence=0.5 + i / 100)) for i, image in enumerate(images)]
         assert log.count() == 12
@@ -26,12 +28,13 @@ def test_append_recent_tag_and_count(tmp_path, small_dataset):
         assert [row["id"] for row in recent] == ids[::-1][:10]  # newest first
         np.testing.assert_array_equal(recent[0]["image"], images[-1])  # PNG thumbnails are lossless
         assert recent[0]["confidence"] == pytest.approx(0.61) and recent[0]["answered_by"] == "cnn"
+        assert recent[0]["answer"] == "cat"
         assert recent[0]["utc"].endswith("+00:00")
         assert [row["tag"] for row in log.recent(12) if row["id"] == ids[3]] == ["dog"]
 
 
-def test_concurrent_writers_lose_no_rows(tmp_path, small_dataset):
-    images = small_dataset.x_test[:50]
+def test_concurrent_writers_lose_no_rows(tmp_path, pictures):
+    images = pictures
     log = PredictionLog(tmp_path / "log.sqlite", busy_timeout_s=30)
     threads, per_thread, errors = 8, 100, []
 
@@ -56,9 +59,9 @@ def test_concurrent_writers_lose_no_rows(tmp_path, small_dataset):
     log.close()
 
 
-def test_a_reopened_database_keeps_everything(tmp_path, small_dataset):
+def test_a_reopened_database_keeps_everything(tmp_path, pictures):
     path = tmp_path / "log.sqlite"
-    images = small_dataset.x_test[:30]
+    images = pictures[:30]
     log = PredictionLog(path)
     ids = [log.append(record(image, answered_by="refused" if i % 3 == 0 else "cnn", ood=i % 3 == 0, time=1_700_000_000 + i))
            for i, image in enumerate(images)]
@@ -73,14 +76,15 @@ def test_a_reopened_database_keeps_everything(tmp_path, small_dataset):
     np.testing.assert_allclose(window["entropy"], metrics.intensity_entropies(images))
     np.testing.assert_allclose(window["colour_histogram"], metrics.colour_histograms(images).reshape(30, -1), atol=1e-7)
     oldest = reopened.recent(30)[-1]
-    assert oldest["tag"] == "insects" and oldest["answered_by"] == "refused"
+    assert oldest["tag"] == "insects" and oldest["answered_by"] == "refused" and oldest["answer"] is None
+    assert window["answer"].tolist() == [None if i % 3 == 0 else "cat" for i in range(30)]
     np.testing.assert_array_equal(oldest["image"], images[0])
     reopened.close()
 
 
-def test_wal_mode_and_the_dashboard_queries_use_indexes(tmp_path, small_dataset):
+def test_wal_mode_and_the_dashboard_queries_use_indexes(tmp_path, pictures):
     path = tmp_path / "log.sqlite"
-    PredictionLog(path).append(record(small_dataset.x_test[0]))
+    PredictionLog(path).append(record(pictures[0]))
     connection = sqlite3.connect(path)
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     plan = " ".join(row[-1] for row in connection.execute("EXPLAIN QUERY PLAN SELECT * FROM predictions WHERE time >= 0"))
@@ -91,8 +95,8 @@ def test_wal_mode_and_the_dashboard_queries_use_indexes(tmp_path, small_dataset)
     connection.close()
 
 
-def test_window_and_timeline(tmp_path, small_dataset):
-    images = small_dataset.x_test[:40]
+def test_window_and_timeline(tmp_path, pictures):
+    images = np.concatenate([pictures, pictures])[:40]
     with PredictionLog(tmp_path / "log.sqlite") as log:
         for i, image in enumerate(images):
             log.append(record(image, predicted_class="cat" if i % 2 else "dog", confidence=i / 40, time=1000.0 + i))
@@ -109,8 +113,8 @@ def test_window_and_timeline(tmp_path, small_dataset):
         assert starts[0] == pytest.approx(1000.0)
 
 
-def test_bad_records_and_rows_get_clear_errors(tmp_path, small_dataset):
-    image = small_dataset.x_test[0]
+def test_bad_records_and_rows_get_clear_errors(tmp_path, pictures):
+    image = pictures[0]
     with PredictionLog(tmp_path / "log.sqlite") as log:
         with pytest.raises(ValueError, match="answered_by"):
             log.append(record(image, answered_by="oracle"))
@@ -118,6 +122,11 @@ def test_bad_records_and_rows_get_clear_errors(tmp_path, small_dataset):
             log.append(record(image, confidence=float("nan")))
         with pytest.raises(ValueError, match="Unknown"):
             log.append(record(image, colour="red"))
+        # What the person was told must agree with who answered: a refusal tells no class.
+        with pytest.raises(ValueError, match="refused upload has no answer"):
+            log.append(record(image, answered_by="refused", answer="cat"))
+        with pytest.raises(ValueError, match="answered one has one"):
+            log.append(record(image, answered_by="fallback", answer=None))
         with pytest.raises(ValueError, match="No logged prediction"):
             log.tag(12345, "cat")
         assert log.count() == 0
@@ -130,12 +139,38 @@ def test_a_file_that_is_not_sqlite_gets_a_log_error(tmp_path):
         PredictionLog(path)
 
 
-def test_connections_of_finished_threads_are_closed(tmp_path, small_dataset):
+def test_connections_of_finished_threads_are_closed(tmp_path, pictures):
     log = PredictionLog(tmp_path / "log.sqlite")
     for _ in range(20):
-        worker = threading.Thread(target=log.append, args=(record(small_dataset.x_test[0]),))
+        worker = threading.Thread(target=log.append, args=(record(pictures[0]),))
         worker.start()
         worker.join()
     log.count()  # a new connection is opened after all workers ended
     assert log.count() == 20 and len(log._connections) <= 2
     log.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE predictions (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, predicted_class TEXT NOT NULL, confidence REAL NOT NULL,
+    entropy REAL NOT NULL, histogram_distance REAL, answered_by TEXT NOT NULL, ood INTEGER NOT NULL, tag TEXT
+);
+CREATE TABLE pictures (id INTEGER PRIMARY KEY REFERENCES predictions (id), histogram BLOB, thumbnail BLOB);
+"""
+
+
+def test_a_log_written_before_answers_were_kept_opens_and_keeps_its_rows(tmp_path, pictures):
+    path = tmp_path / "log.sqlite"
+    connection = sqlite3.connect(path)
+    connection.executescript(OLD_SCHEMA)  # the table as logs deployed before the answer column have it
+    connection.execute("INSERT INTO predictions (time, predicted_class, confidence, entropy, answered_by, ood)"
+                       " VALUES (1000.0, 'dog', 0.9, 6.5, 'cnn', 0)")
+    connection.commit()
+    connection.close()
+    with PredictionLog(path) as log:
+        new_id = log.append(record(pictures[0], predicted_class="ship", answered_by="fallback", time=2000.0))
+        assert log.count() == 2
+        newest, oldest = log.recent(2)
+        assert (newest["id"], newest["answer"], newest["answered_by"]) == (new_id, "ship", "fallback")
+        assert (oldest["predicted_class"], oldest["answer"], oldest["image"]) == ("dog", None, None)
+        assert log.window()["answer"].tolist() == [None, "ship"]

@@ -23,14 +23,14 @@ def test_every_level_equally_often_gives_eight_bits():
     assert metrics.intensity_entropy(gray) == pytest.approx(8.0)
 
 
-def test_grayscale_is_pillows_luma(small_dataset):
-    images = small_dataset.x_test[:50]
+def test_grayscale_is_pillows_luma(pictures):
+    images = pictures
     expected = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in images])
     np.testing.assert_array_equal(metrics.grayscale(images), expected)
 
 
-def test_batch_and_single_agree(small_dataset):
-    images = small_dataset.x_test[:20]
+def test_batch_and_single_agree(pictures):
+    images = pictures[:20]
     entropies = metrics.intensity_entropies(images)
     assert entropies == pytest.approx([metrics.intensity_entropy(image) for image in images])
     assert np.all((entropies > 3) & (entropies <= 10))  # real photos: varied, at most log2(1024)
@@ -47,8 +47,8 @@ def test_colour_histogram_of_a_pure_red_image():
     np.testing.assert_allclose(histogram.sum(axis=1), 1.0)
 
 
-def test_hellinger_distance(small_dataset):
-    histograms = metrics.colour_histograms(small_dataset.x_test[:10])
+def test_hellinger_distance(pictures):
+    histograms = metrics.colour_histograms(pictures[:10])
     assert metrics.hellinger_distance(histograms[0], histograms[0]) == pytest.approx(0.0, abs=1e-7)
     black = metrics.colour_histogram(np.zeros((4, 4, 3), np.uint8))
     white = metrics.colour_histogram(np.full((4, 4, 3), 255, np.uint8))

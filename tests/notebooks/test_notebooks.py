@@ -18,6 +18,8 @@ def test_there_are_notebooks_for_data_training_and_error_analysis():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_executes(path, tmp_path, monkeypatch, shared_data):
     monkeypatch.setenv("NOTEBOOK_SMALL", "1")
+    # The kernel finds the data folder as the command line does (pipeline.data_dir): the one found here.
+    monkeypatch.setenv("HONEST_DATA_DIR", str(shared_data))
     monkeypatch.setenv("NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     notebook = nbformat.read(path, as_version=4)

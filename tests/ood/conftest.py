@@ -1,9 +1,11 @@
 """Real features for the OOD tests: the committed bundle's model, else the newest training
-checkpoint, over a few thousand real images (cached under .cache/ood/ by ood.dev)."""
+checkpoint, over a few thousand real images of the data folder (cached under .cache/ood/ by
+bench.dev). Without the data folder these tests are skipped; tests/ood/test_estimator_contract.py
+runs on what the repository ships."""
 
 import pytest
 
-from ood.dev import dev_embeddings, find_model
+from bench.dev import dev_embeddings, find_model
 
 PER_CLASS = 200  # train, val and test images per class: 2,600 each
 
@@ -17,8 +19,10 @@ def model_path():
 
 
 @pytest.fixture(scope="session")
-def real_features(model_path):
+def real_features(model_path, shared_data, data_path):
     """{"train", "val", "test", "mnist"}: features, logits, labels (-1 for MNIST)."""
     from ood.datasets import far_ood_images
 
-    return dev_embeddings(PER_CLASS, model_path, extra_sets={"mnist": lambda: far_ood_images(limit=1000)})
+    mnist = data_path("mnist")
+    return dev_embeddings(PER_CLASS, model_path, data_dir=shared_data,
+                          extra_sets={"mnist": lambda: far_ood_images(mnist, limit=1000)})

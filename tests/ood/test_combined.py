@@ -33,7 +33,7 @@ def combined(real_features, head):
 def test_fit_clones_its_parts_and_keeps_state_in_underscore_attributes(combined):
     assert [name for name, _ in combined.estimators_] == ["forests", "ash", "norm"]
     assert all(fitted is not given for (_, fitted), (_, given) in zip(combined.estimators_, combined.estimators))
-    assert not hasattr(combined.estimators[0][1], "packed_")  # the constructor's detectors stay unfitted
+    assert not hasattr(combined.estimators[0][1], "forests_")  # the constructor's detectors stay unfitted
     assert combined.means_.shape == combined.scales_.shape == (3,)
 
 

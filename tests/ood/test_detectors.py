@@ -4,10 +4,14 @@ calibration on held-back data, save/load, and that they do tell digits from our 
 import numpy as np
 import pytest
 
+from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import NotFittedError
+
 from ood import ClassIsolationForests, load_detector
 from ood.baselines import logit_weights
 from ood.evaluate import METHODS, auroc, make_detector, predicted, true_positives
-from ood.build import OODConfig
+from ood.forests import class_seeds
+from pipeline.ood_stage import OODConfig
 
 N_CLASSES = 13
 SMALL = OODConfig(n_estimators=50)
@@ -35,7 +39,7 @@ def test_fit_returns_self_and_keeps_fitted_state_in_underscore_attributes(train)
     assert not [name for name in vars(detector) if name.endswith("_")]
     assert detector.fit(*train) is detector
     fitted = {name for name in vars(detector) if name.endswith("_")}
-    assert {"forests_", "packed_", "thresholds_", "classes_", "n_features_in_", "components_", "mean_"} <= fitted
+    assert {"forests_", "thresholds_", "classes_", "n_features_in_", "components_", "mean_"} <= fitted
     assert len(detector.forests_) == N_CLASSES and detector.thresholds_.shape == (N_CLASSES,)
     assert detector.n_features_in_ == train[0].shape[1]
 
@@ -53,14 +57,27 @@ def test_scores_shapes_and_plus_minus_one(forests, real_features):
     assert np.array_equal(labels == 1, decision >= 0)
 
 
-def test_packed_trees_score_like_scikit_learn(forests, real_features):
+def test_packed_trees_score_like_scikit_learn(forests, train, real_features):
+    # The detector keeps only its packed trees, so scikit-learn's forest of each class is fitted
+    # again here on the same rows with the same seed: the same trees, scored by scikit-learn.
+    features, labels = train
+    seeds = class_seeds(forests.random_state, N_CLASSES)
+    fitted_on = forests._prepare(features)
     test = real_features["test"]
     classes = predicted(test)
     ours = forests.score_samples(test["features"], classes)
     prepared = forests._prepare(test["features"])
+    compared = 0
     for label in np.unique(classes):
-        rows = classes == label
-        np.testing.assert_allclose(ours[rows], forests.forests_[label].score_samples(prepared[rows]), rtol=0, atol=1e-12)
+        rows = fitted_on[labels == label]
+        if len(rows) < forests.min_class_samples:
+            continue  # that class borrowed the forest fitted on all classes
+        reference = IsolationForest(n_estimators=forests.n_estimators, max_samples=min(forests.max_samples, len(rows)),
+                                    random_state=seeds[label]).fit(rows)
+        mine = classes == label
+        np.testing.assert_allclose(ours[mine], reference.score_samples(prepared[mine]), rtol=0, atol=1e-12)
+        compared += 1
+    assert compared >= 10
 
 
 @pytest.mark.parametrize("tpr", [0.95, 0.8])
@@ -98,7 +115,7 @@ def test_load_refuses_what_is_not_a_detector(tmp_path):
 
 def test_bad_input_gets_clear_errors(forests, train):
     features = train[0][:3]
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         ClassIsolationForests().predict(features, [0, 1, 2])
     with pytest.raises(ValueError, match="features per sample"):
         forests.predict(features[:, :10], [0, 1, 2])

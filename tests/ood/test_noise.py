@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.data import load_image_folder
+from classifier.readers import load_image_folder
 from classifier.images import Preprocessing
 from ood.datasets import far_ood_images, imagenet_photo_paths, near_ood_images
 from ood.noise import NoiseGate, neighbour_correlation
@@ -58,17 +58,17 @@ def test_small_uploads_are_judged_as_they_came_large_ones_as_the_model_input(gat
     assert gate.view(large, given) is given
 
 
-def test_real_pictures_pass(gate, cifar10):
+def test_real_pictures_pass(gate, cifar10, shared_data):
     # As the model sees them, and real thumbnails at half and full input size as they came.
     real = {
         "cifar10 test": cifar10[1],
-        "tiny imagenet": near_ood_images(PREPROCESSING, limit=500),
-        "mnist": far_ood_images(PREPROCESSING, 500),
+        "tiny imagenet": near_ood_images(shared_data, PREPROCESSING, limit=500),
+        "mnist": far_ood_images(shared_data / "mnist", PREPROCESSING, 500),
     }
     for name, x in real.items():
         refused = np.mean(gate.predict(x) == -1)
         assert refused <= 0.002, f"{name}: {refused:.1%} refused"
-    photos = imagenet_photo_paths("all")[:100]
+    photos = imagenet_photo_paths(shared_data, "all")[:100]
     for side in (16, 32, 200):
         thumbnails = [Image.open(path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS) for path in photos]
         refused = sum(gate.is_noise(picture) for picture in thumbnails)
@@ -85,14 +85,16 @@ def test_correlation_of_simple_pictures():
 
 
 def test_saved_and_loaded_it_decides_the_same(gate, tmp_path):
-    path = tmp_path / "noise_gate.json"
-    path.write_text(json.dumps(gate.to_dict()))
-    loaded = NoiseGate.from_dict(json.loads(path.read_text()))
+    path = gate.save(tmp_path / "noise_gate.json")
+    assert json.loads(path.read_text()) == gate.to_dict()
+    loaded = NoiseGate.load(path)
     for size in (16, 32, 64, 300):
         picture = static(size, seed=size)
         view = gate.view(picture)
         np.testing.assert_array_equal(loaded.score_samples(loaded.view(picture)), gate.score_samples(view))
     assert loaded.threshold_ == gate.threshold_ and loaded.preprocessing == gate.preprocessing
+    assert {name: getattr(loaded, name) for name in ("natural_min_", "noise_max_")} == {
+        name: getattr(gate, name) for name in ("natural_min_", "noise_max_")}
 
 
 def test_a_noisy_training_set_gets_no_gate():

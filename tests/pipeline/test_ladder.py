@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from classifier.data import DataConfig
+from classifier.dataset import DataConfig
 from classifier.train import TrainConfig
 from pipeline.ladder import LadderConfig, run_ladder
 
@@ -12,11 +12,11 @@ PRESETS = ("pets_small", "fastnet_small")
 
 
 @pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
+def ladder(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("ladder")
     config = LadderConfig(
         presets=PRESETS,
-        train=TrainConfig(epochs=1, batch_size=64, data=DataConfig(limit_per_class=20)),
+        train=TrainConfig(epochs=1, batch_size=64, data=DataConfig(data_dir=str(shared_data), limit_per_class=20)),
         runs_dir=str(root / "runs"), out_dir=str(root / "reports"),
     )
     rows = run_ladder(config, verbose=0, command="python -m pipeline.ladder --test")

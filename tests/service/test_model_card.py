@@ -1,6 +1,6 @@
 """The Model tab's text, from real bundles' metrics: the shipped one and a grayscale one."""
 
-from classifier.bundle import Bundle
+from service.bundle import Bundle
 from classifier.images import Preprocessing
 from service.model_card import model_card_markdown
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from similarity import NearestTrainingImages, gallery_for
-from similarity.build import nearest_class_agreement
+from pipeline.gallery_stage import nearest_class_agreement
 from similarity.gallery import balanced_sample
 
 
@@ -29,15 +29,25 @@ def brute_force(gallery, query, rows):
     return 1.0 - (g @ q) / (np.linalg.norm(g, axis=1) * np.linalg.norm(q))
 
 
-def test_estimator_contract(embedded, gallery_rows):
-    from sklearn.base import clone
+def test_estimator_contract(tmp_path, embedded, gallery_rows):
+    from sklearn.base import BaseEstimator, clone
     from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
 
     dataset = embedded.dataset
     estimator = NearestTrainingImages(feature_dtype="float32")
+    assert isinstance(estimator, BaseEstimator)
+    assert estimator.get_params() == {"metric": "cosine", "feature_dtype": "float32", "class_names": None}
     with pytest.raises(NotFittedError):
-        estimator.query(embedded.test.features[0])
+        check_is_fitted(estimator)
+    for call in (lambda: estimator.query(embedded.test.features[0]),
+                 lambda: estimator.nearest_per_class(embedded.test.features[0], [0]),
+                 lambda: estimator.save(tmp_path / "gallery.npz")):
+        with pytest.raises(NotFittedError):
+            call()
+    assert not any(tmp_path.iterdir())
     assert estimator.fit(embedded.train.features[gallery_rows], dataset.y_train[gallery_rows]) is estimator
+    check_is_fitted(estimator)
     assert estimator.features_.shape == (len(gallery_rows), embedded.train.features.shape[1])
     assert np.allclose(np.linalg.norm(estimator.features_, axis=1), 1.0, atol=1e-5)  # L2-normalised
     assert estimator.n_features_in_ == embedded.train.features.shape[1]
@@ -45,6 +55,38 @@ def test_estimator_contract(embedded, gallery_rows):
     assert estimator.classes_.tolist() == list(range(len(dataset.class_names)))
     copy = clone(estimator)
     assert copy.get_params() == estimator.get_params() and not hasattr(copy, "features_")
+    with pytest.raises(NotFittedError):
+        copy.query(embedded.test.features[0])
+    # set_params changes what the next fit does; an unknown parameter is refused.
+    assert copy.set_params(metric="l1-pixels") is copy and copy.metric == "l1-pixels"
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        copy.set_params(k=4)
+    assert "feature_dtype='float32'" in repr(estimator)
+
+
+def test_a_loaded_gallery_is_a_fitted_estimator(cnn_bundle):
+    """On the shipped gallery (assets/gallery.npz, as the app loads it): no data folder needed."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    shipped = cnn_bundle.gallery
+    check_is_fitted(shipped)
+    assert shipped.class_names == tuple(cnn_bundle.class_names)
+    assert shipped.n_features_in_ == shipped.features_.shape[1] and len(shipped.labels_) == len(shipped.features_)
+    assert shipped.classes_.tolist() == list(range(len(cnn_bundle.class_names)))
+    assert shipped.thumbnails_.shape == (len(shipped.labels_), 32, 32, 3) and shipped.thumbnails_.dtype == np.uint8
+    # A clone is a fresh, unfitted estimator with the same parameters ...
+    fresh = clone(shipped)
+    assert fresh.get_params() == shipped.get_params()
+    assert not [name for name in vars(fresh) if name.endswith("_")]
+    with pytest.raises(NotFittedError):
+        fresh.query(shipped.features_[0])
+    # ... which, fitted on the same images, answers as the loaded one.
+    fresh.fit(shipped.features_, shipped.labels_, shipped.thumbnails_)
+    queries = shipped.features_[::97]
+    (before, near), (after, far) = shipped.query(queries, classes=[0, 4, 12], k=3), fresh.query(queries, classes=[0, 4, 12], k=3)
+    assert np.array_equal(before, after) and np.allclose(near, far, atol=1e-3)
 
 
 def test_a_gallery_image_is_its_own_nearest_neighbour(embedded, gallery, gallery_rows):
@@ -141,3 +183,17 @@ def test_gallery_for_shows_one_image_per_top_class(embedded, gallery):
     nearest = gallery_for(gallery, probabilities, features, mode="nearest")
     assert len(nearest) == 4 and {n.label for n in nearest} <= set(top4)
     assert [n.distance for n in nearest] == sorted(n.distance for n in nearest)
+
+
+def test_gallery_for_breaks_ties_by_the_second_score(cnn_bundle):
+    """The fallback's masses often tie (several classes at 0): the CNN's probabilities then decide."""
+    shipped = cnn_bundle.gallery
+    query = shipped.features_[5]
+    masses = np.zeros(13)
+    masses[9] = 0.6  # one class clearly first, the other twelve tied
+    cnn = np.linspace(0.01, 0.13, 13)  # the CNN prefers the last classes
+    shown = gallery_for(shipped, masses, query, tie_breaker=cnn)
+    assert [n.label for n in shown] == [9, 12, 11, 10]
+    assert [n.probability for n in shown] == [0.6, 0.0, 0.0, 0.0]  # the scores the ranking used
+    # Without a second score, full ties keep class order.
+    assert [n.label for n in gallery_for(shipped, masses, query)] == [9, 0, 1, 2]

@@ -1,6 +1,6 @@
-"""Measuring and tuning the fallback policy on labelled pictures.
+"""Measuring and tuning the answer rule's thresholds (service.answer) on labelled pictures.
 
-The tuning set is Tiny ImageNet val (64x64), leaving out the 16 synsets the CNN trains on (their
+The tuning set is Tiny ImageNet val (64x64), leaving out the synsets the CNN trains on (their
 val images are the CNN's test set). Every Tiny ImageNet class is an ImageNet-1k class, so the label
 map gives each picture its expected answer: one of our classes, or "none of ours" (refuse). The
 acceptance photos (imagenet-samples) are never used here.
@@ -8,15 +8,16 @@ acceptance photos (imagenet-samples) are never used here.
 
 import hashlib
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from classifier.atomic import atomic_path
 from classifier.images import Preprocessing
 from classifier.labels import EXTRA_CLASS_WNIDS
-from fallback.policy import CNN, FALLBACK, REFUSED, FallbackPolicy
+from classifier.readers import load_tiny_imagenet_val, tiny_imagenet_wnids
+from service.answer import CNN, FALLBACK, REFUSED, AnswerRule
 
 NONE = -1  # expected answer for a picture of none of our classes
 # 1.0 means "always consult the fallback" (the CNN answers only when it is exactly certain).
@@ -33,8 +34,6 @@ def expected_classes(wnids, label_map, imagenet_wnids):
 
 def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
     """Tiny ImageNet val minus the CNN's training synsets -> (uint8 (n, 64, 64, 3), wnids)."""
-    from classifier.data import load_tiny_imagenet_val, tiny_imagenet_wnids
-
     training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids} | set(exclude_wnids)
     wnids = sorted(set(tiny_imagenet_wnids(archive)) - training)
     x, y = load_tiny_imagenet_val(archive, wnids, Preprocessing(height=64, width=64))
@@ -50,15 +49,13 @@ def cached_imagenet_probabilities(classifier, pictures, key, cache_dir=".cache/f
     if path.exists():
         return np.load(path)
     probabilities = classifier.predict(list(pictures))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.npy")
-    np.save(temporary, probabilities)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        np.save(temporary, probabilities)
     return probabilities
 
 
-def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets, thumbnail=False):
-    """Run policy.decide on every picture; class_masses are the fallback's, precomputed.
+def evaluate_rule(rule, cnn_probabilities, ood_inlier, class_masses, targets, thumbnail=False):
+    """Run rule.decide on every picture; class_masses are the fallback's, precomputed.
 
     Returns accuracy on pictures of our classes (a refusal counts as wrong), the refusal rate on
     pictures of none of ours, how often the fallback was consulted, and who answered.
@@ -74,7 +71,7 @@ def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets
             return class_masses[index]
 
         inlier = None if ood_inlier is None else ood_inlier[index]
-        decision = policy.decide(cnn_probabilities[index], inlier, consult, thumbnail=thumbnail)
+        decision = rule.decide(cnn_probabilities[index], inlier, consult, thumbnail=thumbnail)
         answers[index] = NONE if decision.class_index is None else decision.class_index
         answered_by.append(decision.answered_by)
     answered_by = np.array(answered_by)
@@ -92,9 +89,9 @@ def evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets
     }
 
 
-def tune_policy(cnn_probabilities, ood_inlier, class_masses, targets, max_answer_error=0.25,
+def tune_rule(cnn_probabilities, ood_inlier, class_masses, targets, max_answer_error=0.25,
                 cnn_thresholds=CNN_THRESHOLDS, mass_thresholds=MASS_THRESHOLDS, in_distribution=None):
-    """Grid search for the thresholds. Returns (policy, its metrics, grid).
+    """Grid search for the thresholds. Returns (rule, its metrics, grid).
 
     Refusing is better than being wrong, so only threshold pairs whose answers are wrong at most
     max_answer_error of the time qualify; among them the best balanced score (mean of accuracy on
@@ -108,15 +105,15 @@ def tune_policy(cnn_probabilities, ood_inlier, class_masses, targets, max_answer
     candidates, grid = [], []
     for cnn_threshold in cnn_thresholds:
         for mass_threshold in sorted(mass_thresholds, reverse=True):
-            policy = FallbackPolicy(float(cnn_threshold), float(mass_threshold))
-            metrics = evaluate_policy(policy, cnn_probabilities, ood_inlier, class_masses, targets)
+            rule = AnswerRule(float(cnn_threshold), float(mass_threshold))
+            metrics = evaluate_rule(rule, cnn_probabilities, ood_inlier, class_masses, targets)
             if in_distribution is not None:
-                home = evaluate_policy(policy, *in_distribution)
+                home = evaluate_rule(rule, *in_distribution)
                 metrics["accuracy_in_distribution"] = home["accuracy_ours"]
                 metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3
             keys = ("accuracy_ours", "refused_none", "balanced_score", "answer_error", "consulted", "accuracy_in_distribution")
-            grid.append({**policy.to_dict(), **{key: metrics[key] for key in keys if key in metrics}})
-            candidates.append((policy, metrics))
+            grid.append({**rule.to_dict(), **{key: metrics[key] for key in keys if key in metrics}})
+            candidates.append((rule, metrics))
     qualifying = [c for c in candidates if c[1]["answer_error"] <= max_answer_error]
     if qualifying:
         # max() keeps the first of equals: grid order encodes the tie-breaks.
@@ -124,23 +121,23 @@ def tune_policy(cnn_probabilities, ood_inlier, class_masses, targets, max_answer
     return (*min(candidates, key=lambda c: round(c[1]["answer_error"], 12)), grid)
 
 
-def tune_thumbnail_threshold(policy, cnn_probabilities, ood_inlier, targets, in_distribution, thresholds=CNN_THRESHOLDS):
-    """The CNN threshold for thumbnails (rule 0 of FallbackPolicy). Returns (policy, metrics, grid).
+def tune_thumbnail_threshold(rule, cnn_probabilities, ood_inlier, targets, in_distribution, thresholds=CNN_THRESHOLDS):
+    """The CNN threshold for thumbnails (rule 2 of service.answer). Returns (rule, metrics, grid).
 
-    The pictures are those of tune_policy, seen as the CNN sees them (its input size): the tuning
+    The pictures are those of tune_rule, seen as the CNN sees them (its input size): the tuning
     pictures, and `in_distribution` (cnn_probabilities, ood_inlier, targets) of the CNN's own
     validation split. The best score (mean of accuracy on our classes, refusal rate on the rest,
     and accuracy in distribution) wins, ties to the lower threshold. No cap on wrong answers here:
-    at our CNN's accuracy on ImageNet thumbnails no threshold keeps them under tune_policy's cap,
+    at our CNN's accuracy on ImageNet thumbnails no threshold keeps them under tune_rule's cap,
     and refusing every thumbnail would refuse the CIFAR-10 pictures the CNN knows best.
     """
     home_probabilities, home_inlier, home_targets = in_distribution
     best, grid = None, []
     for threshold in thresholds:
-        candidate = replace(policy, thumbnail_cnn_threshold=float(threshold))
-        # No fallback masses: rule 0 never consults it.
-        metrics = evaluate_policy(candidate, cnn_probabilities, ood_inlier, None, targets, thumbnail=True)
-        home = evaluate_policy(candidate, home_probabilities, home_inlier, None, home_targets, thumbnail=True)
+        candidate = replace(rule, thumbnail_cnn_threshold=float(threshold))
+        # No fallback masses: the thumbnail rule never consults it.
+        metrics = evaluate_rule(candidate, cnn_probabilities, ood_inlier, None, targets, thumbnail=True)
+        home = evaluate_rule(candidate, home_probabilities, home_inlier, None, home_targets, thumbnail=True)
         metrics["accuracy_in_distribution"] = home["accuracy_ours"]
         metrics["wrong_in_distribution"] = 1.0 - home["accuracy_ours"] - home["answered_by"][REFUSED] / max(1, len(home_targets))
         metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3

@@ -3,26 +3,30 @@
     bundle = Bundle.load("assets")              # or a Hugging Face Hub repo id, for users online
     out = bundle.embed(bundle.preprocess(["photo.jpg"]))   # features, logits, probabilities
 
-Layout of a bundle folder (each optional artefact is loaded by its own package's `load`):
+Layout of a bundle folder (each optional artefact is read by its own package's loader):
 
     bundle.json               class names, preprocessing, file names, versions
     model.keras               the CNN (layers "features", "logits", "probabilities")
-    config.json, metrics.json, history.json, figures/*.png
+    answer_rule.json          the answer rule's tuned thresholds (service.answer)
+    config.json, metrics.json, history.json, figures/*.png, reports/
     ood_detector.joblib       the detector the OOD table chose (ood.CombinedScore: forests + ASH + norm)
-    noise_gate.json           ood.noise.NoiseGate: pictures of pure noise are refused before the CNN
+    noise_gate.json           ood.NoiseGate: pictures of pure noise are refused before the CNN
     gallery.npz               similarity.NearestTrainingImages
-    monitoring_reference.json monitoring reference (class mean histograms, baselines)
-    fallback/                 ImageNet fallback model and label map
+    monitoring_reference.json monitoring.MonitoringReference (class mean histograms, baselines)
+    fallback/                 the ImageNet fallback model and its label map (fallback)
 """
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from classifier.atomic import write_json_atomic
+from classifier.embedding import embed, feature_model
 from classifier.images import Preprocessing, to_model_input
+from service.answer import AnswerRule
 
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.keras"
@@ -39,13 +43,6 @@ class BundleUnavailable(RuntimeError):
 
 
 @dataclass
-class Embedding:
-    features: np.ndarray  # penultimate layer, (n, d)
-    logits: np.ndarray  # (n, classes)
-    probabilities: np.ndarray  # (n, classes)
-
-
-@dataclass
 class Bundle:
     directory: Path
     model: object
@@ -53,18 +50,23 @@ class Bundle:
     preprocessing: Preprocessing
     manifest: dict
     metrics: dict = field(default_factory=dict)
+    answer_rule: AnswerRule = field(default_factory=AnswerRule)
     ood_detector: object = None
     noise_gate: object = None
     gallery: object = None
-    monitoring_reference: dict = None
+    monitoring_reference: object = None
     fallback: object = None
 
     @classmethod
     def load(cls, source="assets", with_fallback=True):
         """Load a bundle folder, or download one from the Hugging Face Hub (`owner/name`)."""
-        directory = _resolve(source)
         import keras
 
+        from monitoring import MonitoringReference
+        from ood import NoiseGate, load_detector
+        from similarity import NearestTrainingImages
+
+        directory = _resolve(source)
         manifest = json.loads((directory / MANIFEST).read_text())
         bundle = cls(
             directory=directory,
@@ -73,21 +75,16 @@ class Bundle:
             preprocessing=Preprocessing.from_dict(manifest["preprocessing"]),
             manifest=manifest,
             metrics=_read_json(directory / "metrics.json", {}),
+            answer_rule=AnswerRule.load(directory),
         )
         if (directory / OOD_FILE).exists():
-            from ood import load_detector
-
             bundle.ood_detector = load_detector(directory / OOD_FILE)
         if (directory / NOISE_GATE_FILE).exists():
-            from ood.noise import NoiseGate
-
-            bundle.noise_gate = NoiseGate.from_dict(_read_json(directory / NOISE_GATE_FILE, None))
+            bundle.noise_gate = NoiseGate.load(directory / NOISE_GATE_FILE)
         if (directory / GALLERY_FILE).exists():
-            from similarity import NearestTrainingImages
-
             bundle.gallery = NearestTrainingImages.load(directory / GALLERY_FILE)
         if (directory / MONITORING_FILE).exists():
-            bundle.monitoring_reference = _read_json(directory / MONITORING_FILE, None)
+            bundle.monitoring_reference = MonitoringReference.load(directory / MONITORING_FILE)
         if with_fallback and (directory / FALLBACK_DIR).exists():
             from fallback import load_fallback
 
@@ -104,33 +101,10 @@ class Bundle:
         return np.stack([to_model_input(source, self.preprocessing) for source in sources])
 
     def embed(self, x, batch_size=512):
-        """A float batch in [0, 1] (or a uint8 batch) -> Embedding of numpy arrays."""
-        return embed(self._extractor(), x, batch_size)
-
-    def _extractor(self):
-        if getattr(self, "_feature_model", None) is None:
-            self._feature_model = feature_model(self.model)
-        return self._feature_model
-
-
-def feature_model(model):
-    """A Keras model that returns [features, logits, probabilities] in one pass."""
-    import keras
-
-    names = ("features", "logits", "probabilities")
-    return keras.Model(model.inputs[0], [model.get_layer(name).output for name in names])
-
-
-def embed(extractor, x, batch_size=512):
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / np.float32(255)
-    if len(x) <= 64:
-        # One upload: predict_on_batch reuses the compiled predict function (5 ms here), where an
-        # eager call costs 40 ms and predict() sets up a data pipeline on every call.
-        outputs = extractor.predict_on_batch(x)
-    else:
-        outputs = extractor.predict(x, batch_size=batch_size, verbose=0)
-    return Embedding(*(np.asarray(o, dtype=np.float32) for o in outputs))
+        """A float batch in [0, 1] (or a uint8 batch) -> classifier.embedding.Embedding."""
+        if getattr(self, "_extractor", None) is None:
+            self._extractor = feature_model(self.model)
+        return embed(self._extractor, x, batch_size)
 
 
 def write_manifest(directory, class_names, preprocessing, extra=None):
@@ -145,7 +119,7 @@ def write_manifest(directory, class_names, preprocessing, extra=None):
         "versions": {"keras": keras.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__},
         **(extra or {}),
     }
-    Path(directory, MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_json_atomic(Path(directory) / MANIFEST, manifest)
     return manifest
 
 
@@ -159,15 +133,12 @@ def recorded_data_config(directory):
 
 def data_config_from_json(values):
     """The DataConfig a bundle's config.json recorded (JSON turned its tuples into lists)."""
-    from dataclasses import fields
-
-    from classifier.data import DataConfig
-    from classifier.images import Preprocessing
+    from classifier.dataset import DataConfig
 
     unknown = sorted(set(values) - {f.name for f in fields(DataConfig)})
     if unknown:
         raise ValueError(f"config.json's train.data has settings that DataConfig does not know: {unknown}. "
-                         "The bundle was built by another version of classifier.data; rebuild it with python -m pipeline.build.")
+                         "The bundle was built by another version of classifier.dataset; rebuild it with python -m pipeline.build.")
     values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
     if "preprocessing" in values:
         values["preprocessing"] = Preprocessing(**values["preprocessing"])

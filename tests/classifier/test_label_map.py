@@ -1,22 +1,30 @@
+"""The ImageNet-1k -> our classes label map (classifier.label_map), built from the real WordNet files."""
+
 import json
 
 import pytest
 
 from classifier.labels import CLASS_NAMES, EXTRA_CLASS_WNIDS
-from fallback.label_map import (
-    LABEL_MAP_TEXT, OVERRIDES, LabelMapError, build_label_map, load_label_map, parse_label_map_text, read_wordnet,
+from classifier.label_map import (
+    LABEL_MAP_TEXT, OVERRIDES, LabelMapError, build_label_map, load_label_map, mapping_matrix, parse_label_map_text,
     save_label_map,
 )
+from classifier.wordnet import WordNetError, read_wordnet
 
 
 @pytest.fixture(scope="module")
-def wordnet():
-    return read_wordnet()
+def wordnet_dir(data_path):
+    return data_path("wordnet")
 
 
 @pytest.fixture(scope="module")
-def label_map():
-    return build_label_map()
+def wordnet(wordnet_dir):
+    return read_wordnet(wordnet_dir)
+
+
+@pytest.fixture(scope="module")
+def label_map(wordnet_dir):
+    return build_label_map(wordnet_dir)
 
 
 def mapped(label_map, wordnet, wnid):
@@ -98,14 +106,14 @@ def test_the_cnns_training_synsets_map_to_their_own_class(label_map, wordnet):
             assert mapped(label_map, wordnet, wnid) == name, wnid
 
 
-def test_a_class_under_two_of_ours_must_be_settled_by_an_override(monkeypatch):
+def test_a_class_under_two_of_ours_must_be_settled_by_an_override(monkeypatch, wordnet_dir):
     monkeypatch.delitem(OVERRIDES, "n03770679")  # minivan: under car and under truck
     with pytest.raises(LabelMapError, match="minivan"):
-        build_label_map()
+        build_label_map(wordnet_dir)
 
 
-def test_save_and_load_round_trip(tmp_path, label_map, wordnet):
-    save_label_map(tmp_path, label_map)
+def test_save_and_load_round_trip(tmp_path, label_map, wordnet, wordnet_dir):
+    save_label_map(tmp_path, label_map, wordnet_dir)
     assert load_label_map(tmp_path) == label_map
     assert load_label_map(tmp_path / LABEL_MAP_TEXT) == label_map  # the readable file says the same
     by_class = parse_label_map_text((tmp_path / LABEL_MAP_TEXT).read_text())
@@ -115,8 +123,22 @@ def test_save_and_load_round_trip(tmp_path, label_map, wordnet):
     assert document["imagenet_wnids"] == list(wordnet.imagenet_wnids)
 
 
+def test_a_saved_map_is_only_read_for_the_classes_it_was_made_for(tmp_path, label_map, wordnet_dir):
+    save_label_map(tmp_path, label_map, wordnet_dir)
+    with pytest.raises(LabelMapError, match="was made for classes"):
+        load_label_map(tmp_path, CLASS_NAMES[:10])
+
+
+def test_the_matrix_sums_imagenet_probabilities_into_our_classes(label_map):
+    matrix = mapping_matrix(label_map)
+    assert matrix.shape == (1000, len(CLASS_NAMES))
+    # Each ImageNet class counts for one of ours or for none: the masses never exceed 1.
+    assert set(matrix.sum(axis=1)) == {0.0, 1.0}
+    assert int(matrix.sum()) == sum(target is not None for target in label_map.values())
+
+
 def test_clear_errors_for_missing_files(tmp_path):
-    with pytest.raises(LabelMapError, match="WordNet"):
+    with pytest.raises(WordNetError, match="WordNet"):
         build_label_map(tmp_path)
     with pytest.raises(LabelMapError, match="label_map.json"):
         load_label_map(tmp_path)

@@ -1,7 +1,7 @@
 """Error analysis: where the CNN goes wrong, and what its convolutions see.
 
-    metrics = build(bundle, dataset, embeddings, out_dir)   # the same call as the pipeline stages
-    python -m classifier.errors --assets assets             # regenerate for an existing bundle
+    metrics = run(context)                                  # as a build stage (pipeline.build)
+    python -m pipeline.errors_stage --assets assets         # regenerate for an existing bundle
 
 Writes out_dir/figures/errors_kmeans.png and errors_dbscan.png (the misclassified test images,
 clustered by their penultimate features: one row per cluster, DBSCAN's noise as the last row),
@@ -10,12 +10,15 @@ kernels); returns the numbers behind them for metrics.json["errors"].
 """
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from classifier.atomic import write_json_atomic
+from classifier.figures import pyplot, save_figure
+from classifier.images import to_float
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,14 @@ class ErrorAnalysisConfig:
     seed: int = 0
 
 
-def build(bundle, dataset, embeddings, out_dir, config=ErrorAnalysisConfig()):
-    """Cluster the misclassified test images, draw the layers; `embeddings["test"]` is the
-    Embedding of dataset.x_test. Returns a JSON-able metrics dict."""
+def run(context, config=ErrorAnalysisConfig()):
+    """Cluster the misclassified test images, draw the layers. Returns a JSON-able metrics dict."""
+    return analyse(context.bundle, context.dataset, context.embeddings["test"], context.out_dir, config)
+
+
+def analyse(bundle, dataset, test_embedding, out_dir, config=ErrorAnalysisConfig()):
+    """`test_embedding` is the Embedding of dataset.x_test; figures go to out_dir/figures."""
+    embeddings = {"test": test_embedding}
     figures = Path(out_dir) / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     names = list(dataset.class_names)
@@ -195,7 +203,7 @@ def plot_activations(model, layer_names, image, caption, path, config):
         return _message(path, "This model has no Conv2D layer to show.", config)
     # A sub-model over the trained layers: the random augmentation layers are inactive at inference.
     extractor = keras.Model(model.inputs[0], [model.get_layer(name).output for name in layer_names])
-    outputs = extractor.predict_on_batch(image[None].astype(np.float32) / np.float32(255))
+    outputs = extractor.predict_on_batch(to_float(image[None]))
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     figure, axes = _grid(1 + len(layer_names), config.activation_channels, 0.75, 0.85, label_width=1.6)
     _label(axes[0, 0], "input")
@@ -241,10 +249,8 @@ def plot_filters(model, path, config):
 
 def _grid(rows, columns, cell_width, cell_height, label_width=0.0):
     """A figure of image cells with every axis off, and a text column first when label_width."""
-    from classifier.evaluate import _pyplot
-
     ratios = ([label_width] if label_width else []) + [1] * columns
-    figure, axes = _pyplot().subplots(rows, len(ratios), squeeze=False, gridspec_kw={"width_ratios": ratios},
+    figure, axes = pyplot().subplots(rows, len(ratios), squeeze=False, gridspec_kw={"width_ratios": ratios},
                                       figsize=(label_width + cell_width * columns, 0.4 + cell_height * rows))
     for axis in axes.flat:
         axis.axis("off")
@@ -256,12 +262,9 @@ def _label(axis, text):
 
 
 def _save(figure, title, path, config):
-    from classifier.evaluate import _pyplot
-
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=config.dpi)
-    _pyplot().close(figure)
+    save_figure(figure, path, dpi=config.dpi)
 
 
 def _show(axis, image):
@@ -283,21 +286,18 @@ def _message(path, text, config):
 
 def regenerate(bundle_dir="assets", config=ErrorAnalysisConfig()):
     """Rebuild the bundle's test split, draw the figures into it, update its metrics.json."""
-    from classifier.bundle import Bundle, recorded_data_config
-    from classifier.data import prepare_dataset
+    from classifier.dataset import prepare_dataset
+    from service.bundle import Bundle, recorded_data_config
 
     bundle = Bundle.load(bundle_dir, with_fallback=False)
     dataset = prepare_dataset(recorded_data_config(bundle.directory))
     if tuple(dataset.class_names) != tuple(bundle.class_names):
         raise ValueError(f"The rebuilt data has classes {dataset.class_names}, the bundle {bundle.class_names}.")
-    metrics = build(bundle, dataset, {"test": bundle.embed(dataset.x_test)}, bundle.directory, config)
+    metrics = analyse(bundle, dataset, bundle.embed(dataset.x_test), bundle.directory, config)
     metrics_path = bundle.directory / "metrics.json"
     stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     stored["errors"] = metrics
-    # Written aside then renamed, so the app never reads a half-written metrics.json.
-    temporary = metrics_path.with_name(f".{metrics_path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(stored, indent=2))
-    os.replace(temporary, metrics_path)
+    write_json_atomic(metrics_path, stored)
     return metrics
 
 

@@ -1,5 +1,5 @@
-"""Error analysis on real test images: the shipped bundle, a grayscale bundle, a 64x64 bundle
-regenerated from its config.json, and models with almost no errors."""
+"""Error analysis (pipeline.errors_stage) on real test images: the shipped bundle, a grayscale
+bundle, a 64x64 bundle regenerated from its config.json, and models with almost no errors."""
 
 import json
 from dataclasses import asdict
@@ -8,14 +8,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.bundle import Bundle, Embedding, data_config_from_json, write_manifest
-from classifier.data import DataConfig, Dataset, load_image_folder, load_mnist
-from classifier.errors import ErrorAnalysisConfig, build, regenerate
+from classifier.dataset import DataConfig, Dataset
+from classifier.embedding import Embedding
 from classifier.images import Preprocessing
 from classifier.labels import CIFAR10_CLASSES
 from classifier.models import build_model
+from classifier.readers import load_image_folder, load_mnist
+from pipeline.context import BuildContext
+from pipeline.errors_stage import ErrorAnalysisConfig, analyse, regenerate, run
+from service.bundle import Bundle, write_manifest
 
 FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png", "filters.png")
+# Per preset: the first convolution, then the first after each of its three poolings; and the
+# convolution whose kernels are drawn (airbench's frozen whitening, fastnet's stem).
+DRAWN_LAYERS = {
+    "fastnet": (["stem", "block1_conv2", "block2_conv2", "block3_conv2"], "stem"),
+    "airbench94": (["whiten", "block1_conv2", "block2_conv2", "block3_conv2"], "whiten"),
+}
 
 
 def dataset_of(x, y, class_names):
@@ -63,10 +72,12 @@ def cifar_test(shared_data, cnn_bundle):
 def test_shipped_bundle_errors_are_clustered_and_drawn(cnn_bundle, cifar_test, tmp_path):
     x, y, embedding = cifar_test
     predicted = embedding.probabilities.argmax(axis=1)
-    metrics = build(cnn_bundle, dataset_of(x, y, cnn_bundle.class_names), {"test": embedding}, tmp_path)
+    # As the build calls the stage: one context for every stage, figures into its out_dir.
+    context = BuildContext(cnn_bundle, dataset_of(x, y, cnn_bundle.class_names), {"test": embedding}, tmp_path, DataConfig())
+    metrics = run(context)
 
     misclassified = int(np.sum(predicted != y))
-    assert 10 < misclassified < 150, "the shipped CNN gets roughly 85% of CIFAR-10 right"
+    assert 10 < misclassified < 150, "the shipped CNN gets most of CIFAR-10 right, not all"
     check_partition(metrics, misclassified)
     assert metrics["kmeans"]["clusters"] == ErrorAnalysisConfig().kmeans_clusters
     assert -1 <= metrics["kmeans"]["silhouette"] <= 1 and metrics["dbscan"]["eps"] > 0
@@ -77,9 +88,11 @@ def test_shipped_bundle_errors_are_clustered_and_drawn(cnn_bundle, cifar_test, t
             true, guess = names.index(pair["true"]), names.index(pair["predicted"])
             assert pair["true"] in CIFAR10_CLASSES
             assert pair["count"] <= np.sum((y == true) & (predicted == guess))
-    # fastnet: the stem, then the first convolution after each of its three poolings.
-    assert metrics["activation_layers"] == ["stem", "block1_conv2", "block2_conv2", "block3_conv2"]
-    assert metrics["filters_layer"] == "stem"
+    preset = json.loads((cnn_bundle.directory / "config.json").read_text())["train"]["preset"]
+    assert preset in DRAWN_LAYERS, f"the shipped preset {preset} has no expected layers here"
+    layers, filters_layer = DRAWN_LAYERS[preset]
+    assert metrics["activation_layers"] == layers
+    assert metrics["filters_layer"] == filters_layer
 
     sizes = figure_sizes(tmp_path)
     # One row of images per K-Means cluster: far taller than a one-line "nothing here" figure.
@@ -93,24 +106,24 @@ def test_a_model_with_almost_no_errors_still_gets_figures(cnn_bundle, cifar_test
     # The model's right answers plus `errors` of its mistakes: real images, real labels.
     keep = np.concatenate([np.flatnonzero(predicted == y), np.flatnonzero(predicted != y)[:errors]])
     subset = Embedding(embedding.features[keep], embedding.logits[keep], embedding.probabilities[keep])
-    metrics = build(cnn_bundle, dataset_of(x[keep], y[keep], cnn_bundle.class_names), {"test": subset}, tmp_path)
+    metrics = analyse(cnn_bundle, dataset_of(x[keep], y[keep], cnn_bundle.class_names), subset, tmp_path)
 
     check_partition(metrics, errors)
     assert metrics["kmeans"]["clusters"] == min(errors, ErrorAnalysisConfig().kmeans_clusters)
     figure_sizes(tmp_path)
 
 
-def test_grayscale_bundle(tmp_path):
+def test_grayscale_bundle(tmp_path, shared_data):
     digits = tuple(str(digit) for digit in range(10))
     preprocessing = Preprocessing(height=28, width=28, channels=1)
     build_model("fastnet_small", (28, 28, 1), len(digits)).save(tmp_path / "model.keras")
     write_manifest(tmp_path, digits, preprocessing)
     bundle = Bundle.load(tmp_path, with_fallback=False)
-    x, y = load_mnist()
+    x, y = load_mnist(shared_data / "mnist")
     x, y = x[:200], y[:200]
     assert x.shape[-1] == 1
 
-    metrics = build(bundle, dataset_of(x, y, digits), {"test": bundle.embed(x)}, tmp_path)
+    metrics = analyse(bundle, dataset_of(x, y, digits), bundle.embed(x), tmp_path)
 
     predicted = bundle.embed(x).probabilities.argmax(axis=1)
     check_partition(metrics, int(np.sum(predicted != y)))
@@ -118,9 +131,9 @@ def test_grayscale_bundle(tmp_path):
     figure_sizes(tmp_path)
 
 
-def test_regenerate_a_64_pixel_bundle_from_its_config(tmp_path):
+def test_regenerate_a_64_pixel_bundle_from_its_config(tmp_path, shared_data):
     """The command's path: config.json -> test split -> figures -> metrics.json["errors"]."""
-    data = DataConfig(limit_per_class=4, preprocessing=Preprocessing(height=64, width=64), cache_dir=str(tmp_path / "cache"))
+    data = DataConfig(data_dir=str(shared_data), limit_per_class=4, preprocessing=Preprocessing(height=64, width=64), cache_dir=str(tmp_path / "cache"))
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
     class_names = CIFAR10_CLASSES + tuple(data.extra_classes)
@@ -140,9 +153,3 @@ def test_regenerate_a_64_pixel_bundle_from_its_config(tmp_path):
     assert len(metrics["activation_layers"]) == 3
     figure_sizes(bundle_dir)
 
-
-def test_data_config_round_trips_through_json_and_refuses_unknown_settings():
-    config = DataConfig(limit_per_class=7, extra_train_folders=("state/feedback",))
-    assert data_config_from_json(json.loads(json.dumps(asdict(config)))) == config
-    with pytest.raises(ValueError, match="does not know.*colour_jitter"):
-        data_config_from_json({**asdict(config), "colour_jitter": 0.1})

@@ -1,6 +1,6 @@
-"""Pipeline stage: the gallery of training images behind "Give us another chance".
+"""Build stage: the gallery of training images behind "Give us another chance".
 
-    metrics = build(bundle, dataset, embeddings, out_dir)   # writes gallery.npz, gallery_config.json
+    metrics = run(context, GalleryConfig())   # writes gallery.npz, gallery_config.json
 
 The gallery is a fixed, class-balanced sample of real (not rotated-copy) training images: 300 per
 class, 3,900 images. Nearest-neighbour agreement on the test split rises by ~3 points from 50 to
@@ -9,15 +9,14 @@ file stays ~4 MB (float16 features + a JPEG mosaic of the 32x32 thumbnails) and 
 well under a millisecond.
 """
 
-import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from similarity.gallery import balanced_sample
-from similarity.index import NearestTrainingImages
+from classifier.atomic import write_json_atomic
+from service.bundle import GALLERY_FILE
+from similarity import NearestTrainingImages, balanced_sample
 
 CONFIG_FILE = "gallery_config.json"
 
@@ -33,11 +32,9 @@ class GalleryConfig:
     seed: int = 0
 
 
-def build(bundle, dataset, embeddings, out_dir, config=GalleryConfig()):
-    """Fit the gallery on `embeddings["train"]`, save it in `out_dir`, return its metrics."""
-    from classifier.bundle import GALLERY_FILE
-
-    out_dir = Path(out_dir)
+def run(context, config=GalleryConfig()):
+    """Fit the gallery on the training split's features, save it in the bundle, return its metrics."""
+    bundle, dataset, embeddings, out_dir = context.bundle, context.dataset, context.embeddings, context.out_dir
     eligible = None if dataset.train_augmented is None else ~np.asarray(dataset.train_augmented, dtype=bool)
     rows = balanced_sample(dataset.y_train, config.per_class, eligible, config.seed)
     gallery = NearestTrainingImages(config.metric, config.feature_dtype, class_names=tuple(bundle.class_names))
@@ -51,7 +48,8 @@ def build(bundle, dataset, embeddings, out_dir, config=GalleryConfig()):
         "gallery_file_bytes": os.path.getsize(path),
         **agreement_metrics(gallery, dataset, embeddings["test"], config),
     }
-    _write_json(out_dir / CONFIG_FILE, {"config": asdict(config), "metrics": metrics})
+    write_json_atomic(out_dir / CONFIG_FILE, {"config": asdict(config), "metrics": metrics})
+    bundle.gallery = gallery
     return metrics
 
 
@@ -84,9 +82,3 @@ def nearest_class_agreement(gallery, queries, true_labels, batch_size=256):
 
 def _space(metric, embedding, pixels):
     return pixels if metric == "l1-pixels" else embedding.features
-
-
-def _write_json(path, value):
-    temporary = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=2))
-    os.replace(temporary, path)

@@ -5,23 +5,38 @@ import json
 import numpy as np
 import pytest
 
-from classifier.bundle import OOD_FILE, Bundle, Embedding
-from classifier.data import Dataset
+from bench.dev import dev_embeddings, find_model
+from classifier.dataset import DataConfig, Dataset
+from classifier.embedding import Embedding
 from classifier.images import Preprocessing
 from classifier.labels import CLASS_NAMES
 from ood import load_detector
-from ood.build import OODConfig, build
 from ood.evaluate import METHODS
+from pipeline.context import BuildContext
+from pipeline.ood_stage import OODConfig, run
+from service.bundle import OOD_FILE, Bundle
+
+PER_CLASS = 200  # as tests/ood/conftest.py: the same cached features
 
 
 @pytest.fixture(scope="module")
-def stage_inputs(model_path, real_features):
+def model_path():
+    path = find_model()
+    if path is None:
+        pytest.skip("No model: neither assets/model.keras nor runs/*/checkpoint.keras exists.")
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(model_path, shared_data):
+    """(bundle, dataset, embeddings) with real features of the data folder's pictures."""
     import keras
 
+    features = dev_embeddings(PER_CLASS, model_path, data_dir=shared_data)
     bundle = Bundle(directory=model_path.parent, model=keras.saving.load_model(model_path, compile=False),
                     class_names=CLASS_NAMES, preprocessing=Preprocessing(), manifest={})
-    splits = {name: real_features[name] for name in ("train", "val", "test")}
-    # build() reads labels and flags from the dataset and features from the embeddings only.
+    splits = {name: features[name] for name in ("train", "val", "test")}
+    # The stage reads labels and flags from the dataset and features from the embeddings only.
     none = np.zeros((0, 32, 32, 3), np.uint8)
     dataset = Dataset(
         x_train=none, y_train=splits["train"]["labels"], x_val=none, y_val=splits["val"]["labels"],
@@ -32,9 +47,14 @@ def stage_inputs(model_path, real_features):
     return bundle, dataset, embeddings
 
 
-def test_build_writes_detector_config_and_figure_and_reports_the_table(stage_inputs, tmp_path):
+def context(stage_inputs, data_dir, out_dir):
+    bundle, dataset, embeddings = stage_inputs
+    return BuildContext(bundle, dataset, embeddings, out_dir, DataConfig(data_dir=str(data_dir)), str(data_dir))
+
+
+def test_the_stage_writes_detector_config_and_figure_and_reports_the_table(stage_inputs, shared_data, tmp_path):
     config = OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300)
-    metrics = build(*stage_inputs, tmp_path, config)
+    metrics = run(context(stage_inputs, shared_data, tmp_path), config)
 
     assert set(metrics["table"]) == set(METHODS)
     for row in metrics["table"].values():
@@ -43,11 +63,13 @@ def test_build_writes_detector_config_and_figure_and_reports_the_table(stage_inp
         assert 0.0 <= row["id_refusal_rate"] <= 1.0 and "photos_ours_refusal_rate" in row
     assert metrics["chosen"] in METHODS and metrics["reason"]
     assert metrics["sizes"]["near_ood"] == 300 and metrics["sizes"]["far_ood"] == 300
+    assert metrics["skipped"] == []  # every OOD set of the data folder was there
     json.dumps(metrics)  # goes into metrics.json as it is
 
     detector = load_detector(tmp_path / OOD_FILE)
     assert type(detector).__name__ == metrics["detector_class"]
     assert detector.tpr_ == config.tpr
+    assert stage_inputs[0].ood_detector is not None  # the bundle being built has it at once
     assert json.loads((tmp_path / "ood_config.json").read_text())["near_ood_limit"] == 300
     assert (tmp_path / "figures" / "ood_histograms.png").stat().st_size > 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["figures", OOD_FILE, "ood_config.json"])
@@ -55,10 +77,10 @@ def test_build_writes_detector_config_and_figure_and_reports_the_table(stage_inp
     assert "skipped" in metrics["noise_gate"]
 
 
-def test_the_table_splits_near_ood_auroc_by_the_source_of_the_test_pictures(stage_inputs, tmp_path):
+def test_the_table_splits_near_ood_auroc_by_the_source_of_the_test_pictures(stage_inputs, shared_data, tmp_path):
     config = OODConfig(n_estimators=50, near_ood_limit=300, far_ood_limit=300, use_photos=False,
                        methods=("feature_norm",), default_method="feature_norm")
-    row = build(*stage_inputs, tmp_path, config)["table"]["feature_norm"]
+    row = run(context(stage_inputs, shared_data, tmp_path), config)["table"]["feature_norm"]
     by_group = row["near_ood"]["auroc_by_id_group"]
     assert set(by_group) == {"cifar10_test", "extra_classes_test"}
     # AUROC is the share of (ID, OOD) pairs ranked right, so the whole split's is the two parts'
@@ -70,3 +92,12 @@ def test_the_table_splits_near_ood_auroc_by_the_source_of_the_test_pictures(stag
     assert 0.0 <= row["cifar10_test_refusal_rate"] <= 1.0 and 0.0 <= row["extra_classes_test_refusal_rate"] <= 1.0
     overall = (row["cifar10_test_refusal_rate"] * cifar10 + row["extra_classes_test_refusal_rate"] * extra) / len(labels)
     assert overall == pytest.approx(row["id_refusal_rate"])
+
+
+def test_without_a_data_folder_the_default_is_shipped_unmeasured(stage_inputs, tmp_path):
+    config = OODConfig(n_estimators=20, methods=("feature_norm", "class_isolation_forests"))
+    bundle, dataset, embeddings = stage_inputs
+    metrics = run(BuildContext(bundle, dataset, embeddings, tmp_path, DataConfig(), None), config)
+    assert metrics["table"] == {} and metrics["chosen"] == config.default_method and "unmeasured" in metrics["reason"]
+    assert len(metrics["skipped"]) == 3  # Tiny ImageNet, MNIST and the photos, each named
+    assert type(load_detector(tmp_path / OOD_FILE)).__name__ == "ClassIsolationForests"

@@ -1,0 +1,26 @@
+"""What every build stage is given: one signature for all of them.
+
+    metrics = stage.run(context, stage_config)     # each pipeline/*_stage.py
+
+The stages write into context.out_dir and return their figures for metrics.json.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class BuildContext:
+    bundle: object  # service.bundle.Bundle being built (its detector is set once the OOD stage ran)
+    dataset: object  # classifier.dataset.Dataset
+    embeddings: dict  # {"train", "val", "test"}: classifier.embedding.Embedding of each split
+    out_dir: Path  # the bundle folder being written
+    data_config: object  # classifier.dataset.DataConfig the CNN was trained on
+    data_dir: str | None = None  # the data folder for the evaluation sets (OOD sets, photos); None: none
+
+    def data_path(self, *parts):
+        """A path in the data folder, or None when there is no data folder or nothing there."""
+        if not self.data_dir:
+            return None
+        path = Path(self.data_dir, *parts)
+        return path if path.exists() else None

@@ -1,0 +1,161 @@
+"""Build stage: the ImageNet fallback folder, and the answer rule's thresholds tuned for this CNN.
+
+    metrics = run(context, FallbackConfig())
+
+Writes fallback/ (the MobileNetV2 TFLite model and its labels, copied from the data folder's
+imagenet-models/; the WordNet label map; NOTICE; fallback_config.json) and answer_rule.json at the
+bundle's root (service.answer), with the tuning grid beside it (answer_tuning_grid.json). Without
+the model files or the tuning pictures the stage keeps what it can and says so in "skipped".
+"""
+
+import hashlib
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classifier.atomic import atomic_path, write_json_atomic, write_text_atomic
+from classifier.dataset import trained_tiny_imagenet_wnids
+from classifier.label_map import build_label_map, save_label_map
+from classifier.wordnet import read_wordnet
+from fallback import CONFIG_FILE, Fallback, load_fallback
+from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteImageNetClassifier, check_label_order, read_imagenet_labels
+from pipeline.answer_tuning import (
+    cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, load_tuning_pictures, tune_rule,
+    tune_thumbnail_threshold,
+)
+from service.answer import AnswerRule
+from service.bundle import FALLBACK_DIR
+
+NOTICE = """The ImageNet fallback model in this folder ({model}) and its labels ({labels}) are
+Google's MobileNet from google-coral/test_data, licensed under the Apache License, Version 2.0
+(https://www.apache.org/licenses/LICENSE-2.0). They are copied unmodified.
+label_map.txt / label_map.json are derived from the WordNet hierarchy (WordNet license) by
+classifier/label_map.py.
+"""
+GRID_FILE = "answer_tuning_grid.json"
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    model_file: str = MOBILENET_V2  # in the data folder's imagenet-models/
+    labels_file: str = IMAGENET_LABELS
+    tune: bool = True  # tune the answer rule for this bundle's CNN; else keep `rule` as given
+    tuning_pictures_per_class: int = 10
+    max_answer_error: float = 0.25  # tuning: at most this share of the answers given may be wrong
+    rule: AnswerRule = field(default_factory=AnswerRule)
+    num_threads: int = 1
+    crop_fraction: float = 0.875
+    cache_dir: str = ".cache/fallback"
+    seed: int = 0
+    validation_per_class: int = 40  # of the CNN's validation split, which joins the tuning set
+
+
+def run(context, config=FallbackConfig()):
+    """Write fallback/ and answer_rule.json; return the label map's sizes and the tuned rule."""
+    models, wordnet = context.data_path(MODELS_DIR), context.data_path("wordnet")
+    if models is None or wordnet is None:
+        AnswerRule().save(context.out_dir, {"tuned": False, "why": "no fallback model or WordNet files in the data folder"})
+        return {"skipped": [f"the ImageNet fallback: no {MODELS_DIR}/ and wordnet/ in the data folder; the answer rule keeps its defaults"]}
+    bundle, out_dir = context.bundle, Path(context.out_dir)
+    class_names = tuple(bundle.class_names)
+    target = out_dir / FALLBACK_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    imagenet_names = read_imagenet_labels(models / config.labels_file)
+    check_label_order(imagenet_names, wordnet / "dataset_class_info.json")
+    label_map = build_label_map(wordnet, class_names)
+    save_label_map(target, label_map, wordnet, class_names)
+    _copy(models / config.model_file, target / config.model_file)
+    _copy(models / config.labels_file, target / config.labels_file)
+    write_text_atomic(target / "NOTICE", NOTICE.format(model=config.model_file, labels=config.labels_file))
+    write_json_atomic(target / CONFIG_FILE, {
+        "model": config.model_file, "model_sha256": _sha256(target / config.model_file), "labels": config.labels_file,
+        "label_map": "label_map.json", "class_names": list(class_names), "num_threads": config.num_threads,
+        "crop_fraction": config.crop_fraction, "config": asdict(config),
+    })
+    bundle.fallback = load_fallback(target)
+    bundle.fallback.classifier.input_size  # what was written must load and start
+
+    rule, tuning, skipped = config.rule, None, []
+    tiny = context.data_path("tiny-imagenet-subset.tgz")
+    if config.tune and tiny is not None:
+        rule, tuning, grid = _tune(context, label_map, config)
+        write_json_atomic(out_dir / GRID_FILE, grid)
+    elif config.tune:
+        skipped.append("answer rule tuning: no Tiny ImageNet in the data folder; the rule keeps its defaults")
+    rule.save(out_dir, tuning)
+    bundle.answer_rule = rule
+    counts = {name: 0 for name in class_names}
+    for index in label_map.values():
+        if index is not None:
+            counts[class_names[index]] += 1
+    return {
+        "model": config.model_file,
+        "imagenet_classes_per_class": counts,
+        "imagenet_classes_none": sum(index is None for index in label_map.values()),
+        "rule": rule.to_dict(),
+        "tuning": tuning,
+        "skipped": skipped,
+    }
+
+
+def _tune(context, label_map, config):
+    bundle, dataset = context.bundle, context.dataset
+    archive = context.data_path("tiny-imagenet-subset.tgz")
+    models, wordnet = context.data_path(MODELS_DIR), context.data_path("wordnet")
+    exclude = trained_tiny_imagenet_wnids(context.data_config, dataset.class_names)
+    pictures, wnids = load_tuning_pictures(archive, config.tuning_pictures_per_class, config.seed, exclude)
+    classifier = TFLiteImageNetClassifier(models / config.model_file, config.num_threads, config.crop_fraction)
+    key = {
+        "model": _sha256(models / config.model_file), "archive": os.path.getsize(archive),
+        "per_class": config.tuning_pictures_per_class, "seed": config.seed, "crop": config.crop_fraction,
+    }
+    fallback = Fallback(classifier, label_map, read_imagenet_labels(models / config.labels_file), tuple(bundle.class_names))
+    masses = fallback.masses_from_probabilities(cached_imagenet_probabilities(classifier, pictures, key, config.cache_dir))
+    cnn_probabilities, inlier = cnn_outputs(bundle, pictures)
+    targets = expected_classes(wnids, label_map, read_wordnet(wordnet).imagenet_wnids)
+    # The CNN's own validation pictures join the tuning set, so the tuned rule keeps the CNN
+    # answering the pictures it is good at.
+    images, labels = _per_class(dataset.x_val, dataset.y_val, config.validation_per_class, config.seed)
+    home_probabilities, home_inlier = cnn_outputs(bundle, images)
+    home_key = {**key, "validation": hashlib.sha256(images.tobytes()).hexdigest()}
+    home_masses = fallback.masses_from_probabilities(
+        cached_imagenet_probabilities(classifier, [Image.fromarray(i) for i in images], home_key, config.cache_dir))
+    in_distribution = (home_probabilities, home_inlier, home_masses, labels)
+    rule, metrics, grid = tune_rule(cnn_probabilities, inlier, masses, targets, config.max_answer_error, in_distribution=in_distribution)
+    rule, thumbnails, thumbnail_grid = tune_thumbnail_threshold(
+        rule, cnn_probabilities, inlier, targets, (home_probabilities, home_inlier, labels))
+    # The same pictures with the CNN alone (it never refuses) and the fallback alone, for comparison.
+    cnn_alone = evaluate_rule(AnswerRule(0.0, 0.0), cnn_probabilities, None, masses, targets)
+    fallback_alone = evaluate_rule(AnswerRule(1.0, rule.fallback_mass_threshold), np.zeros_like(cnn_probabilities), None, masses, targets)
+    return rule, {
+        "tuned": True,
+        "set": f"Tiny ImageNet val, {config.tuning_pictures_per_class} per class, without the synsets the CNN trained on; "
+               f"plus {config.validation_per_class} validation images per class",
+        "objective": f"best balanced score with at most {config.max_answer_error:.0%} of answers wrong",
+        "ood_detector": inlier is not None,
+        "tuned_metrics": metrics,
+        # The same pictures as thumbnails (no larger than the CNN's input), no fallback.
+        "thumbnails": thumbnails,
+        "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
+        "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
+        "grid": GRID_FILE,
+    }, {"photos": grid, "thumbnails": thumbnail_grid}
+
+
+def _per_class(images, labels, per_class, seed):
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
+    return images[np.sort(pick)], labels[np.sort(pick)]
+
+
+def _copy(source, destination):
+    with atomic_path(destination) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
