@@ -19,7 +19,10 @@ import numpy as np
 from PIL import Image
 
 from bench.app_server import running_app
-from classifier.data import SHARED_DATA, load_image_folder
+from classifier.readers import load_image_folder
+from pipeline.data_dir import resolve_data_dir
+
+SHARED_DATA = Path(resolve_data_dir())
 
 
 def photos(folder, count):

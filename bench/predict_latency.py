@@ -1,46 +1,58 @@
 """Latency and memory of one prediction through the service layer (no HTTP), on real photos.
 
-    python -m bench.predict_latency [--assets assets] [--repeats 3]
+    python -m bench.predict_latency [--assets assets [OTHER_BUNDLE ...]] [--repeats 3] [--data-dir DIR]
 
-Splits CNN-answered uploads from those where the ImageNet fallback was consulted.
+With several bundles, each is measured on the same photos in turn, in one run, so that their
+figures compare (the test-time views of a bundle cost what the difference says). Splits
+CNN-answered uploads from those where the ImageNet fallback was consulted.
 """
 
 import argparse
 import resource
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from classifier.bundle import Bundle
-from classifier.data import SHARED_DATA
+from pipeline.data_dir import resolve_data_dir
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--assets", default="assets")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def measure(assets, paths, repeats):
     from monitoring import PredictionLog
+    from service.bundle import Bundle
     from service.predictor import Predictor
 
     began = time.perf_counter()
-    bundle = Bundle.load(args.assets)
-    print(f"bundle load: {time.perf_counter() - began:.1f} s")
-    paths = sorted((SHARED_DATA / "imagenet-samples").glob("*.JPEG"))
+    bundle = Bundle.load(assets)
+    print(f"{assets}: bundle load {time.perf_counter() - began:.1f} s")
     with tempfile.TemporaryDirectory() as state:
         predictor = Predictor(bundle, log=PredictionLog(f"{state}/log.sqlite"))
         predictor.predict(paths[0])  # warm-up: first calls build the graph and the interpreter
-        timings = {"cnn": [], "fallback consulted": []}
-        for _ in range(args.repeats):
+        timings = {"all": [], "cnn only": [], "fallback consulted": []}
+        for _ in range(repeats):
             for path in paths:
                 began = time.perf_counter()
                 prediction = predictor.predict(path)
                 elapsed = (time.perf_counter() - began) * 1000
-                timings["cnn" if prediction.imagenet_top is None else "fallback consulted"].append(elapsed)
+                timings["all"].append(elapsed)
+                timings["cnn only" if prediction.imagenet_top is None else "fallback consulted"].append(elapsed)
     for kind, values in timings.items():
         if values:
-            print(f"{kind:>19}: {len(values)} uploads, p50 {np.percentile(values, 50):.1f} ms, p95 {np.percentile(values, 95):.1f} ms")
+            print(f"  {kind:>19}: {len(values)} uploads, p50 {np.percentile(values, 50):.1f} ms, p95 {np.percentile(values, 95):.1f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", nargs="+", default=["assets"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    paths = sorted((Path(resolve_data_dir(args.data_dir)) / "imagenet-samples").glob("*.JPEG"))
+    if not paths:
+        raise SystemExit(f"No photos in {resolve_data_dir(args.data_dir)}/imagenet-samples (give --data-dir).")
+    for assets in args.assets:
+        measure(assets, paths, args.repeats)
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -133,6 +133,9 @@ def _load_cached(config):
     # Only what the raw read depends on: the split, balancing and extra folders are applied afresh.
     skip = ("cache_dir", "val_fraction", "balance", "seed", "extra_train_folders")
     key = {name: value for name, value in asdict(config).items() if name not in skip}
+    for name in ("data_dir", "cifar_dir", "source"):  # one folder, however it was written, is one cache
+        if key[name]:
+            key[name] = str(Path(key[name]).resolve())
     key["files"] = [_signature(path) for path in _source_files(config)]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(config.cache_dir) / f"raw-{digest}.npz"

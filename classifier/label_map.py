@@ -133,7 +133,7 @@ def save_label_map(directory, label_map, wordnet_dir, class_names=CLASS_NAMES):
     by_class = class_wnids(label_map, wordnet.imagenet_wnids, class_names)
     unmapped = sum(target is None for target in label_map.values())
     lines = [
-        "# Our class, then the ImageNet-1k wnids whose probability counts for it (built by fallback/label_map.py",
+        "# Our class, then the ImageNet-1k wnids whose probability counts for it (built by classifier/label_map.py",
         f"# from the WordNet hierarchy). The other {unmapped} ImageNet classes count for none of ours.",
     ]
     lines += [" ".join([name] + wnids) for name, wnids in by_class.items()]

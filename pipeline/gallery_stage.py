@@ -58,7 +58,7 @@ def agreement_metrics(gallery, dataset, test_embedding, config=GalleryConfig()):
     pixels = NearestTrainingImages("l1-pixels").fit(gallery.thumbnails_, gallery.labels_)
     subset = balanced_sample(dataset.y_test, config.pixel_test_per_class, seed=config.seed)
     y_test = dataset.y_test
-    features = test_embedding.features
+    features = _space(gallery.metric, test_embedding, dataset.x_test)  # the space the gallery was fitted in
     return {
         "nn_agreement_cosine_features": nearest_class_agreement(gallery, features, y_test),
         "test_images": int(len(y_test)),

@@ -3,7 +3,7 @@ and every sentence a person reads about a decision live here.
 
     rule = AnswerRule.load(bundle_dir)      # answer_rule.json, tuned by the build
     decision = rule.decide(cnn_probabilities, ood_inlier, consult, class_names, thumbnail=False)
-    decision = rule.refuse_noise(correlation, gate)     # the noise gate refused the pixels
+    decision = rule.refuse_noise(correlation, gate.natural_min_)   # the noise gate refused the pixels
 
 The rule, in order:
 1. The noise gate (ood.noise), on pixels alone, before any model: a picture of pure static is

@@ -89,13 +89,16 @@ class CorrectionStore:
             raise CorrectionError(f"Unknown label {label!r}; choose one of: {', '.join(self.class_names)}.")
         now = time.time()
         with self._transaction() as connection:
-            connection.execute("INSERT OR IGNORE INTO pictures (hash, png, first_seen) VALUES (?, ?, ?)",
+            # ON CONFLICT, not OR IGNORE: a picture without its PNG must fail, not be skipped.
+            connection.execute("INSERT INTO pictures (hash, png, first_seen) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
                                (picture_hash, png, now))
             try:
                 row_id = connection.execute(
                     "INSERT INTO votes (picture, label, answer, answered_by, time, voter, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (picture_hash, label, answer, answered_by, now, voter, session)).lastrowid
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as error:
+                if "UNIQUE" not in str(error):
+                    raise  # a missing field is our bug, not the visitor's second vote
                 raise CorrectionError("You already sent a correction for this picture; thank you, it is waiting for review.") from None
         return Vote(row_id, picture_hash, label, answer, answered_by, now, voter, session, "pending")
 

@@ -175,11 +175,16 @@ def test_a_writer_killed_mid_stream_leaves_no_vote_without_picture(tmp_path, pic
     png.write_bytes(pictures["volcano"][0])
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(png)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
+    told = []  # votes the writer was told are saved
     try:
-        told = [int(writer.stdout.readline()) for _ in range(30)]  # votes the writer was told are saved
+        while len(told) < 30:
+            line = writer.stdout.readline()
+            assert line, "the writer stopped before it was killed (see its error above)"
+            told.append(int(line))
     finally:
         writer.kill()  # SIGKILL, at whatever point of a transaction it is
         writer.wait()
+        writer.stdout.close()
     store = CorrectionStore(path, CLASS_NAMES)
     stored = {v.picture for v in store.votes()}
     assert {f"{i:032x}" for i in told} <= stored
