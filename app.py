@@ -8,6 +8,9 @@ the answer's classes, "Under the hood", and the "Give us another chance" gallery
 proposes a label) and Model (the bundle's card and figures). It shows a visitor nothing of
 anyone else's uploads.
 
+JSON API (web.api), on the same server and port: POST /api/v1/classify, POST /api/v1/corrections;
+OpenAPI docs at /api/v1/docs.
+
 Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login): the
 drift dashboard and the review of proposed labels. The password comes from $HONEST_ADMIN_PASSWORD
 or the file named by $HONEST_ADMIN_PASSWORD_FILE; with neither, the admin area is off.
@@ -285,9 +288,10 @@ def make_service(assets, state_dir, rate_limit=30):
     return service, bundle.directory
 
 
-def launch(demo, host, port, share, bundle_dir, limits):
+def launch(demo, host, port, share, bundle_dir, service):
     from starlette.middleware import Middleware
 
+    from web.api import create_api
     from web.guard import PublicGuard
 
     # Per-client fairness is the service's (service.limits: in flight, per minute); the queue
@@ -297,7 +301,8 @@ def launch(demo, host, port, share, bundle_dir, limits):
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples")],
         footer_links=["api", "gradio"], show_error=False,
-        app_kwargs={"middleware": [Middleware(PublicGuard, limits=limits)]},
+        # The front door: upload limits, and the JSON API (/api/v1) on the same port and link.
+        app_kwargs={"middleware": [Middleware(PublicGuard, limits=service.limits, api=create_api(service))]},
     )
     print(f"Serving on {local_url}", flush=True)
     if share and not share_url:
@@ -356,7 +361,7 @@ def main(argv=None):
     except BundleUnavailable as error:
         sys.exit(f"Cannot start: {error}")
     demo = build_app(service, bundle_dir)
-    launch(demo, args.host, args.port, args.share, bundle_dir, service.limits)
+    launch(demo, args.host, args.port, args.share, bundle_dir, service)
     launch_admin(service, args.admin_port or args.port + 1)
     demo.block_thread()
 

@@ -116,9 +116,11 @@ class AnswerRule:
         if mass >= self.fallback_mass_threshold:
             detail = f"{why}; the ImageNet model answered: {mass:.0%} of its probability falls on {_name(class_names, fallback_best)}."
             return Decision(fallback_best, FALLBACK, mass, detail, kept)
+        # A best class holding nothing is no best class: name it only when it holds a share.
+        best_named = f" (best: {_name(class_names, fallback_best)})" if mass >= 0.005 else ""
         detail = (
-            f"{why}, and the ImageNet model puts only {mass:.0%} on any one of our classes "
-            f"(best: {_name(class_names, fallback_best)}), so this is probably none of them."
+            f"{why}, and the ImageNet model puts only {mass:.0%} on any one of our classes"
+            f"{best_named}, so this is probably none of them."
         )
         return Decision(None, REFUSED, mass, detail, kept, refused_by="fallback")
 

@@ -116,7 +116,8 @@ class Predictor:
             refused_by=decision.refused_by, noise_correlation=correlation,
             gallery=self._gallery(shares if by_answer else probabilities, probabilities if by_answer else None, features, pixels),
             model_input=pixels, image=image, cnn_probabilities=probabilities, picture_hash=picture_hash,
-            distribution=[] if decision.refused else [(name, float(shares[i])) for i, name in _top(shares, len(shares), self.class_names)],
+            distribution=[] if decision.refused else [
+                (name, float(shares[i])) for i, name in _top(shares, len(shares), self.class_names, probabilities)],
             under_the_hood=under_the_hood(decision, self.class_names, cnn_top,
                                           None if correlation is None else (correlation, gate.threshold_),
                                           None if ood_inlier is None else (ood_inlier, ood_score), imagenet_top, thumbnail),
@@ -165,9 +166,11 @@ class Predictor:
         })
 
 
-def _top(scores, k, class_names):
-    """[(index, class name)] of the k highest scores, best first (ties: class order)."""
-    return [(int(i), class_names[int(i)]) for i in np.argsort(-np.asarray(scores), kind="stable")[:k]]
+def _top(scores, k, class_names, tie_breaker=None):
+    """[(index, class name)] of the k highest scores, best first; ties by `tie_breaker` (the CNN's
+    probabilities, as the gallery breaks them), then class order."""
+    keys = (-np.asarray(scores),) if tie_breaker is None else (-np.asarray(tie_breaker), -np.asarray(scores))
+    return [(int(i), class_names[int(i)]) for i in np.lexsort(keys)[:k]]
 
 
 __all__ = ["ImageError", "Prediction", "Predictor", "PredictorConfig", "REFUSAL"]

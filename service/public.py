@@ -41,8 +41,9 @@ class PublicService:
 
         self.predictor = predictor
         self.corrections = corrections
-        self.limits = limits or ClientLimits(0)
-        self.memory = memory or UploadMemory()
+        self.limits = ClientLimits(0) if limits is None else limits
+        # `is None`, not `or`: an empty UploadMemory has len 0 and would be swapped for a default.
+        self.memory = UploadMemory() if memory is None else memory
         self.pseudonyms = pseudonyms
 
     @property

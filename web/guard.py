@@ -2,7 +2,8 @@
 
     demo.launch(app_kwargs={"middleware": [Middleware(PublicGuard, limits=limits)]})
 
-What it stops before Gradio sees it:
+The JSON API (web.api) is served from here, beside the page: requests under /api/v1 go to it,
+after the same size check as an upload. What it stops before Gradio sees it:
 - an upload request larger than one file of the largest size we accept, or without a length;
 - more than MAX_FILES_PER_REQUEST files in one upload request, or a file without a name;
 - more upload requests per client per minute than the upload limit allows (upload-only traffic
@@ -16,6 +17,7 @@ import re
 from classifier.images import MAX_UPLOAD_BYTES
 from service.limits import LimitExceeded
 from service.visitors import client_of
+from web.api import PREFIX as API_PREFIX
 
 MAX_FILES_PER_REQUEST = 1
 # Multipart framing around one file: boundaries and part headers, a few hundred bytes in practice.
@@ -24,20 +26,22 @@ FILE_PART = re.compile(rb'content-disposition:[^\r\n]*filename="([^"]*)"', re.IG
 
 
 class PublicGuard:
-    def __init__(self, app, limits):
-        self.app, self.limits = app, limits
+    def __init__(self, app, limits, api=None):
+        self.app, self.limits, self.api = app, limits, api
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.api is not None and scope["path"].startswith(API_PREFIX):
+            if scope["method"] == "POST" and (refusal := _size_refusal(scope)):
+                return await _refuse(send, *refusal)
+            return await self.api(scope, receive, send)
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
             return await self.app(scope, receive, send)
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         peer = scope.get("client") or ("unknown", 0)
         client = client_of(peer[0], headers.get("x-forwarded-for"))
         length = headers.get("content-length")
-        if length is None or not length.isdigit():
-            return await _refuse(send, 411, "An upload must say how large it is (Content-Length).")
-        if int(length) > MAX_UPLOAD_BYTES + FRAMING_BYTES:
-            return await _refuse(send, 413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        if refusal := _size_refusal(scope):
+            return await _refuse(send, *refusal)
         try:
             self.limits.upload_request(client)
         except LimitExceeded as error:
@@ -51,6 +55,16 @@ class PublicGuard:
         if any(not name.strip() for name in names):
             return await _refuse(send, 400, "The file has no name; choose a picture file to upload.")
         await self.app(scope, _replay(body, receive), send)
+
+
+def _size_refusal(scope):
+    """(status, message) for a body without a length or larger than one picture, else None."""
+    length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+    if not length.isdigit():
+        return 411, "An upload must say how large it is (Content-Length)."
+    if int(length) > MAX_UPLOAD_BYTES + FRAMING_BYTES:
+        return 413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+    return None
 
 
 async def _read_body(receive, length):
