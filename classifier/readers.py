@@ -204,11 +204,14 @@ def load_keras_dataset(name="cifar10", label_mode="fine"):
 
 
 def stratified_split(labels, fraction, rng):
-    """(train indices, held-out indices), sorted: `fraction` of each class held out."""
+    """(train indices, held-out indices), sorted: `fraction` of each class held out, and at least
+    one picture of every class of three or more (a few pictures per class still give every split)."""
     train, held_out = [], []
     for label in np.unique(labels):
         index = rng.permutation(np.flatnonzero(labels == label))
         cut = int(round(len(index) * fraction))
+        if fraction > 0 and len(index) >= 3:
+            cut = max(cut, 1)
         held_out.append(index[:cut])
         train.append(index[cut:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out))

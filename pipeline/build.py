@@ -70,6 +70,7 @@ def build(config=BuildConfig(), verbose="auto"):
 
     _log("stage: data")
     dataset = prepare_dataset(data)
+    check_trainable(dataset)
     _log(f"data: {len(dataset.y_train)} train, {len(dataset.y_val)} val, {len(dataset.y_test)} test ({describe_data(data)})")
     _log(f"stage: training ({config.train.preset}, {config.train.epochs} epochs)")
     model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
@@ -124,6 +125,25 @@ def build(config=BuildConfig(), verbose="auto"):
     work_dir.rename(out_dir)
     _log(f"bundle written to {out_dir} in {metrics['build_seconds']:.0f} s")
     return metrics
+
+
+MIN_PICTURES_PER_CLASS = 5  # one for the test split, one for validation, three to learn from
+
+
+def check_trainable(dataset):
+    """Refuse, before any training, a dataset that cannot give a model and its calibration."""
+    import numpy as np
+
+    names = dataset.class_names
+    if len(names) < 2:
+        raise DataUnavailable(f"The data has {len(names)} class; a classifier needs at least two.")
+    counts = np.bincount(dataset.y_train[~dataset.train_augmented] if dataset.train_augmented is not None else dataset.y_train,
+                         minlength=len(names))
+    counts += np.bincount(dataset.y_val, minlength=len(names)) + np.bincount(dataset.y_test, minlength=len(names))
+    few = [f"{name} ({count})" for name, count in zip(names, counts) if count < MIN_PICTURES_PER_CLASS]
+    if few:
+        raise DataUnavailable(f"Too few pictures in {', '.join(few)}: each class needs at least {MIN_PICTURES_PER_CLASS} "
+                              "(one to test on, one to calibrate with, the rest to learn from).")
 
 
 def smoke_config(out_dir, runs_dir, data_dir, stages=STAGES, cifar_dir=None):

@@ -209,7 +209,7 @@ def plot_activations(model, layer_names, image, caption, path, config):
     _label(axes[0, 0], "input")
     _show(axes[0, 1], image)
     for row, name, output in zip(axes[1:], layer_names, outputs):
-        maps = np.asarray(output)[0]
+        maps = np.asarray(output, dtype=np.float32)[0]  # mixed-precision models give bfloat16, which matplotlib cannot draw
         _label(row[0], f"{name}\n{maps.shape[0]}×{maps.shape[1]}×{maps.shape[2]}")
         for channel, axis in enumerate(row[1:1 + maps.shape[-1]]):
             axis.imshow(maps[:, :, channel], cmap="viridis", interpolation="nearest")
