@@ -22,6 +22,7 @@ import numpy as np
 
 from classifier.images import ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
 from service.answer import CNN, REFUSAL, under_the_hood, verdict
+from similarity import gallery_for
 
 
 @dataclass(frozen=True)
@@ -103,24 +104,31 @@ class Predictor:
             with self._model_lock:
                 decision = rule.decide(probabilities, ood_inlier, consultation, self.class_names, thumbnail)
         imagenet_top = None if consultation is None or consultation.result is None else consultation.result.top
+        cnn_top = [(name, float(probabilities[i])) for i, name in _top(probabilities, self.config.top_k, self.class_names)]
+        # Everything the rule says, in one visit: the verdict line and what each stage said.
+        message = verdict(decision, self.class_names)
+        hood = under_the_hood(decision, self.class_names, cnn_top, None if correlation is None else (correlation, gate.threshold_),
+                              None if ood_inlier is None else (ood_inlier, ood_score), imagenet_top, thumbnail)
         # The answering stage's shares of our classes; after a refusal, those of the last stage
         # that judged (the fallback's masses when it was asked, else the CNN's probabilities).
         shares = probabilities if decision.class_masses is None or decision.answered_by == CNN else np.asarray(decision.class_masses)
-        cnn_top = [(name, float(probabilities[i])) for i, name in _top(probabilities, self.config.top_k, self.class_names)]
         by_answer = self.config.gallery_from == "answer"
+        gallery = self.bundle.gallery
+        neighbours = [] if gallery is None else gallery_for(
+            gallery, shares if by_answer else probabilities, pixels if gallery.metric == "l1-pixels" else features,
+            k=self.config.gallery_size, mode=self.config.gallery_mode, tie_breaker=probabilities if by_answer else None)
         prediction = Prediction(
             answered_by=decision.answered_by,
             label=None if decision.class_index is None else self.class_names[decision.class_index],
-            confidence=float(decision.confidence), message=verdict(decision, self.class_names), detail=decision.detail,
+            confidence=float(decision.confidence), message=message, detail=decision.detail,
             top_classes=cnn_top, ood_inlier=ood_inlier, ood_score=ood_score, imagenet_top=imagenet_top,
             refused_by=decision.refused_by, noise_correlation=correlation,
-            gallery=self._gallery(shares if by_answer else probabilities, probabilities if by_answer else None, features, pixels),
+            # A gallery saved without pictures has nothing to show a person.
+            gallery=[neighbour for neighbour in neighbours if neighbour.thumbnail is not None],
             model_input=pixels, image=image, cnn_probabilities=probabilities, picture_hash=picture_hash,
             distribution=[] if decision.refused else [
                 (name, float(shares[i])) for i, name in _top(shares, len(shares), self.class_names, probabilities)],
-            under_the_hood=under_the_hood(decision, self.class_names, cnn_top,
-                                          None if correlation is None else (correlation, gate.threshold_),
-                                          None if ood_inlier is None else (ood_inlier, ood_score), imagenet_top, thumbnail),
+            under_the_hood=hood,
         )
         prediction.log_id = self._log(prediction)
         return prediction
@@ -138,18 +146,6 @@ class Predictor:
             return None, None
         score = float(detector.decision_function(features, np.array([predicted]))[0])
         return bool(score >= 0), score
-
-    def _gallery(self, scores, tie_breaker, features, pixels):
-        from similarity import gallery_for
-
-        gallery = self.bundle.gallery
-        if gallery is None:
-            return []
-        query = pixels if getattr(gallery, "metric", "cosine") == "l1-pixels" else features
-        neighbours = gallery_for(gallery, scores, query, k=self.config.gallery_size, mode=self.config.gallery_mode,
-                                 tie_breaker=tie_breaker)
-        # A gallery saved without pictures has nothing to show a person.
-        return [neighbour for neighbour in neighbours if neighbour.thumbnail is not None]
 
     def _log(self, prediction):
         if self.log is None:
