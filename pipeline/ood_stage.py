@@ -52,8 +52,10 @@ class OODConfig:
     ash_percentile: float = 80  # ASH-S prunes each sample's features below this percentile
     seed: int = 0
     methods: tuple = METHODS
-    default_method: str = "class_isolation_forests"
-    # Another method is shipped only if it beats the default's mean AUROC by this much.
+    # The design's detector: the per-class isolation forests, with ASH-S energy and the features'
+    # length beside them (ood.CombinedScore). Another method is shipped only if it beats the
+    # default's mean AUROC by choose_margin: differences below that are noise between sets.
+    default_method: str = "forests_ash_norm"
     choose_margin: float = 0.02
     near_ood_limit: int | None = None
     far_ood_limit: int | None = 5000

@@ -95,9 +95,9 @@ def test_the_table_splits_near_ood_auroc_by_the_source_of_the_test_pictures(stag
 
 
 def test_without_a_data_folder_the_default_is_shipped_unmeasured(stage_inputs, tmp_path):
-    config = OODConfig(n_estimators=20, methods=("feature_norm", "class_isolation_forests"))
+    config = OODConfig(n_estimators=20, methods=("feature_norm", "forests_ash_norm"))
     bundle, dataset, embeddings = stage_inputs
     metrics = run(BuildContext(bundle, dataset, embeddings, tmp_path, DataConfig(), None), config)
     assert metrics["table"] == {} and metrics["chosen"] == config.default_method and "unmeasured" in metrics["reason"]
     assert len(metrics["skipped"]) == 3  # Tiny ImageNet, MNIST and the photos, each named
-    assert type(load_detector(tmp_path / OOD_FILE)).__name__ == "ClassIsolationForests"
+    assert type(load_detector(tmp_path / OOD_FILE)).__name__ == "CombinedScore"  # the forests, ASH-S and the length
