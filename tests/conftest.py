@@ -57,6 +57,17 @@ def example_photos():
 
 
 @pytest.fixture(scope="session")
+def model_path():
+    """The committed bundle's model, else the newest training run's (bench.dev.find_model)."""
+    from bench.dev import find_model
+
+    path = find_model()
+    if path is None:
+        pytest.skip("No model: neither assets/model.keras nor runs/*/model.keras exists.")
+    return path
+
+
+@pytest.fixture(scope="session")
 def cnn_bundle():
     """The committed bundle (assets/), without its fallback model."""
     from service.bundle import Bundle

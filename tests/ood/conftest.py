@@ -5,17 +5,9 @@ runs on what the repository ships."""
 
 import pytest
 
-from bench.dev import dev_embeddings, find_model
+from bench.dev import dev_embeddings
 
 PER_CLASS = 200  # train, val and test images per class: 2,600 each
-
-
-@pytest.fixture(scope="session")
-def model_path():
-    path = find_model()
-    if path is None:
-        pytest.skip("No model: neither assets/model.keras nor runs/*/checkpoint.keras exists.")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.dev import dev_embeddings, find_model
+from bench.dev import dev_embeddings
 from classifier.dataset import DataConfig, Dataset
 from classifier.embedding import Embedding
 from classifier.images import Preprocessing
@@ -17,14 +17,6 @@ from pipeline.ood_stage import OODConfig, run
 from service.bundle import OOD_FILE, Bundle
 
 PER_CLASS = 200  # as tests/ood/conftest.py: the same cached features
-
-
-@pytest.fixture(scope="module")
-def model_path():
-    path = find_model()
-    if path is None:
-        pytest.skip("No model: neither assets/model.keras nor runs/*/checkpoint.keras exists.")
-    return path
 
 
 @pytest.fixture(scope="module")
