@@ -134,7 +134,7 @@ def latencies(url, address, photos, count):
 
 def flood(url, address, photo, stop, workers=16):
     """One visitor sending uploads from `workers` threads until `stop` is set; returns answers seen."""
-    seen = {"answered": 0, "limited": 0, "errors": 0}
+    seen = {"answered": 0, "limited": 0, "errors": 0, "error_messages": []}
 
     def loop():
         client = visitor(url, address)
@@ -144,7 +144,10 @@ def flood(url, address, photo, stop, workers=16):
                 seen["limited" if "⚠️" in verdict else "answered"] += 1
             except Exception as error:
                 # The front door's refusal of too many uploads is HTTP 429 with our sentence.
-                seen["limited" if "429" in str(error) or "Too many" in str(error) else "errors"] += 1
+                kind = "limited" if "429" in str(error) or "Too many" in str(error) else "errors"
+                seen[kind] += 1
+                if kind == "errors" and len(seen["error_messages"]) < 5:
+                    seen["error_messages"].append(f"{type(error).__name__}: {error}"[:300])
 
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(workers)]
     for thread in threads:

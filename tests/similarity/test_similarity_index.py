@@ -105,7 +105,8 @@ def test_query_matches_brute_force_and_honours_class_restriction(embedded, galle
         assert set(gallery.labels_[indices]) <= set(classes.tolist())
         rows = np.flatnonzero(np.isin(gallery.labels_, classes))
         expected = brute_force(gallery, query, rows)
-        assert np.allclose(np.sort(expected)[:4], distances, atol=1e-4)
+        # The index keeps unit vectors rounded to float16: their length is 1 to about 5e-4.
+        assert np.allclose(np.sort(expected)[:4], distances, atol=1e-3)
         # Without the restriction the nearest overall can be nearer, never farther.
         _, unrestricted = gallery.query(query, k=4)
         assert unrestricted[0] <= distances[0] + 1e-6
