@@ -84,7 +84,7 @@ def classify(service, path, client, session):
     prediction = result.prediction
     # The bars show the answer: the answering stage's shares of our classes (empty when refused).
     shares = {name.replace("_", " "): share for name, share in prediction.distribution} or None
-    gallery = [(_displayable(n.thumbnail), n.class_name.replace("_", " ")) for n in prediction.gallery]
+    gallery = [(service.thumbnail_file(n), n.class_name.replace("_", " ")) for n in prediction.gallery]
     hood = "\n\n".join([prediction.detail, *prediction.under_the_hood])
     return _page(f"### {prediction.message}", shares, gallery, hood, "", result.token)
 
@@ -284,7 +284,8 @@ def make_service(assets, state_dir, rate_limit=30):
     predictor = Predictor(bundle, log=PredictionLog(state_dir / "monitoring.sqlite"))
     service = PublicService(
         predictor, CorrectionStore(state_dir / "corrections.sqlite", bundle.class_names),
-        ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3)), UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir))
+        ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3)), UploadMemory(ttl_s=SESSION_TTL_S),
+        Pseudonyms(state_dir), thumbnails_dir=state_dir / "gallery")
     return service, bundle.directory
 
 
@@ -299,7 +300,7 @@ def launch(demo, host, port, share, bundle_dir, service):
     demo.queue(default_concurrency_limit=4, max_size=1024)
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-        max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples")],
+        max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples"), str(service.thumbnails_dir)],
         footer_links=["api", "gradio"], show_error=False,
         # The front door: upload limits, and the JSON API (/api/v1) on the same port and link.
         app_kwargs={"middleware": [Middleware(PublicGuard, limits=service.limits, api=create_api(service))]},

@@ -203,7 +203,7 @@ def main():
             quiet, busy, seen = fairness(url, photos)
             print(f"fairness: normal visitor p95 {quiet * 1000:.0f} ms quiet, {busy * 1000:.0f} ms while another floods "
                   f"(ratio {busy / quiet:.2f}, goal < 2); the flooder got {seen['answered']} answers, "
-                  f"{seen['limited']} plain refusals, {seen['errors']} errors")
+                  f"{seen['limited']} plain refusals, {seen['errors']} errors {seen['error_messages']}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ A visitor's session holds only the token: the server keeps the correction copy o
 (service.limits); every refusal is a plain sentence (VisitorError).
 """
 
+import hashlib
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from classifier.atomic import write_bytes_atomic
 from classifier.images import ImageError, to_mode
 from service.answer import relabel_message
 from service.corrections import CorrectionError
@@ -35,11 +38,14 @@ class Classified:
 
 
 class PublicService:
-    def __init__(self, predictor, corrections=None, limits=None, memory=None, pseudonyms=None):
+    def __init__(self, predictor, corrections=None, limits=None, memory=None, pseudonyms=None, thumbnails_dir=None):
+        import tempfile
+
         from service.limits import ClientLimits
         from service.visitors import UploadMemory
 
         self.predictor = predictor
+        self.thumbnails_dir = Path(thumbnails_dir) if thumbnails_dir is not None else Path(tempfile.mkdtemp(prefix="gallery-"))
         self.corrections = corrections
         self.limits = ClientLimits(0) if limits is None else limits
         # `is None`, not `or`: an empty UploadMemory has len 0 and would be swapped for a default.
@@ -80,6 +86,20 @@ class PublicService:
         if name not in self.class_names:
             raise VisitorError(f"{label!r} is not one of our classes.")
         return self._vote(kept, name, client, session)
+
+    def thumbnail_file(self, neighbour):
+        """A gallery picture as a PNG file named by its content, written once and atomically.
+        Gradio copies a file into its cache atomically, but writes a picture given as an array
+        over the same cache file on every response: two visitors shown the same training
+        picture at once could be sent a half-written file."""
+        image = neighbour.thumbnail[:, :, 0] if neighbour.thumbnail.shape[-1] == 1 else neighbour.thumbnail
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.thumbnails_dir / f"{hashlib.sha256(data).hexdigest()[:24]}.png"
+        if not path.exists():
+            write_bytes_atomic(path, data)
+        return str(path)
 
     def _kept(self, token):
         kept = self.memory.get(token)

@@ -11,6 +11,7 @@ after the same size check as an upload. What it stops before Gradio sees it:
 - every plain-message refusal is JSON {"error": ...} with a 4xx status.
 """
 
+import asyncio
 import json
 import re
 
@@ -20,6 +21,7 @@ from service.visitors import client_of
 from web.api import PREFIX as API_PREFIX
 
 MAX_FILES_PER_REQUEST = 1
+REFUSAL_DELAY_S = 1.0  # how long a client over its upload limit waits for its 429
 # Multipart framing around one file: boundaries and part headers, a few hundred bytes in practice.
 FRAMING_BYTES = 64 * 1024
 FILE_PART = re.compile(rb'content-disposition:[^\r\n]*filename="([^"]*)"', re.IGNORECASE)
@@ -45,6 +47,10 @@ class PublicGuard:
         try:
             self.limits.upload_request(client)
         except LimitExceeded as error:
+            # A tarpit: a client over its limit waits for its refusal. The wait costs the server
+            # no work (the event loop serves others meanwhile), and a client that retries at once
+            # in a loop is slowed to a request a second per connection instead of hundreds.
+            await asyncio.sleep(REFUSAL_DELAY_S)
             return await _refuse(send, 429, str(error))
         body = await _read_body(receive, int(length))
         if body is None:
