@@ -8,7 +8,7 @@ The figures (memory growth, corrections lost, latency under a flood) are bench.p
 import io
 import json
 import sqlite3
-import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench.app_server import running_app
 from bench.public_link import (
-    SAVED, big_png, classify, correction_burst, flood, memory_growth, pseudonyms_of, store_check, visitor,
+    SAVED, Flooder, big_png, classify, correction_burst, memory_growth, pseudonyms_of, store_check, visitor,
 )
 from tests.app.conftest import ASSETS
 
@@ -137,15 +137,11 @@ def test_a_kill_9_loses_no_acknowledged_correction(tmp_path, photos):
 
 def test_one_visitor_cannot_take_the_queue(limited_server, photos):
     url, _ = limited_server
-    stop = threading.Event()
-    threads, seen = flood(url, "203.0.113.66", photos[0], stop, workers=12)
-    try:
+    with Flooder(url, "203.0.113.66", photos[0], workers=12) as flooder:
+        time.sleep(3.0)
         normal = visitor(url, "203.0.113.67")
         verdicts = [classify(normal, photo)[0] for photo in photos[:5]]
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+    seen = flooder.seen
     assert all("⚠️" not in verdict for verdict in verdicts), verdicts
     # The flooder was told plainly, not dropped by a full queue (before the limits, 31 of 100
     # such calls got HTTP 503). A rare transport error of the flooder's own twelve connections on
