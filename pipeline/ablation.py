@@ -43,7 +43,7 @@ ROWS = (
 
 @dataclass(frozen=True)
 class AblationConfig:
-    data_dir: str = "../shared/data"
+    data_dir: str | None = None  # the data folder (the command line resolves it: pipeline.data_dir)
     per_class: int = 1000  # training pictures of each CIFAR-10 class
     epochs: int = 8
     seed: int = 0
