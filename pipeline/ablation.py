@@ -23,6 +23,7 @@ import numpy as np
 from classifier.airbench_config import AirbenchConfig
 from classifier.atomic import write_json_atomic, write_text_atomic
 from classifier.dataset import DataConfig, prepare_dataset
+from classifier.images import to_float
 from classifier.train import TrainConfig, describe_machine, train
 from pipeline.data_dir import resolve_data_dir
 
@@ -60,7 +61,7 @@ def run_ablation(config, verbose=2):
         print(f"[ablation] {name}", flush=True)
         with tempfile.TemporaryDirectory() as run_dir:
             model, history, seconds = train(train_config, dataset, run_dir, verbose)
-        probabilities = model.predict(dataset.x_test.astype(np.float32) / 255.0, batch_size=500, verbose=0)
+        probabilities = model.predict(to_float(dataset.x_test), batch_size=500, verbose=0)
         accuracy = float((probabilities.argmax(1) == dataset.y_test).mean())
         rows.append({"row": name, "change": change, "test_accuracy": accuracy, "fit_seconds": seconds})
         print(f"[ablation] {name}: {accuracy:.4f} in {seconds:.0f} s", flush=True)

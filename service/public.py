@@ -12,6 +12,7 @@ A visitor's session holds only the token: the server keeps the correction copy o
 
 import hashlib
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from service.answer import relabel_message
 from service.corrections import CorrectionError
 from service.limits import LimitExceeded
 
+DEFAULT_THUMBNAILS_DIR = Path(tempfile.gettempdir()) / "honest-classifier-gallery"
 CORRECTION_SIDE = 512  # long side of the copy a correction stores (training reads it at 32 px)
 
 
@@ -39,13 +41,13 @@ class Classified:
 
 class PublicService:
     def __init__(self, predictor, corrections=None, limits=None, memory=None, pseudonyms=None, thumbnails_dir=None):
-        import tempfile
-
         from service.limits import ClientLimits
         from service.visitors import UploadMemory
 
         self.predictor = predictor
-        self.thumbnails_dir = Path(thumbnails_dir) if thumbnails_dir is not None else Path(tempfile.mkdtemp(prefix="gallery-"))
+        # Content-named files, each written once and atomically: one folder can serve any bundle
+        # and any number of processes. Nothing is created until a picture is shown.
+        self.thumbnails_dir = Path(thumbnails_dir) if thumbnails_dir is not None else DEFAULT_THUMBNAILS_DIR
         self.corrections = corrections
         self.limits = ClientLimits(0) if limits is None else limits
         # `is None`, not `or`: an empty UploadMemory has len 0 and would be swapped for a default.
