@@ -1,17 +1,10 @@
-"""The Monitor tab drawn from real uploads: what each figure, the gallery and the verdict show."""
+"""The Monitor tab drawn from real uploads: what each plot's table, the gallery and the verdict show."""
 
-import io
-
-import matplotlib
 import numpy as np
-from matplotlib.collections import QuadMesh
-from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as pyplot  # noqa: E402
-
-from classifier.labels import CLASS_NAMES  # noqa: E402
-from monitoring import DashboardConfig, PredictionLog, metrics, render, upload_metrics  # noqa: E402
+from classifier.labels import CLASS_NAMES
+from monitoring import DashboardConfig, PredictionLog, metrics, render, upload_metrics
+from monitoring.dashboard import ANSWER_COLUMNS, CONFIDENCE_COLUMNS, ENTROPY_COLUMNS, HISTOGRAM_COLUMNS
 
 START = 1.7e9
 
@@ -26,8 +19,8 @@ def log_uploads(log, images, probabilities, reference, answered_by=lambda i: "cn
                     "ood": stage == "refused", "time": START + spacing * i})
 
 
-def line(axes, label):
-    return next(drawn for drawn in axes.lines if drawn.get_label() == label)
+def series(frame, column, name, value="entropy"):
+    return frame[frame[column] == name][value].to_numpy()
 
 
 def expected_histogram_difference(images, probabilities, reference):
@@ -42,6 +35,7 @@ def expected_buckets(times, buckets=DashboardConfig().buckets):
     return np.minimum(((times - times.min()) / width).astype(int), buckets - 1)
 
 
+
 def test_dashboard_shows_the_real_uploads(tmp_path, real_reference):
     reference, images, probabilities = real_reference
     images, probabilities = images[:120], probabilities[:120]
@@ -49,45 +43,46 @@ def test_dashboard_shows_the_real_uploads(tmp_path, real_reference):
     with PredictionLog(tmp_path / "log.sqlite") as log:
         log_uploads(log, images, probabilities, reference, answered_by=lambda i: stages[i % 3])
         log.tag(120, "cat")
-        figures_before = pyplot.get_fignums()
         dashboard = render(log, reference)
 
-    assert dashboard.uploads_logged == 120 and len(dashboard.figures) == 3
-    for figure in dashboard.figures:
-        assert isinstance(figure, Figure)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        assert buffer.getvalue().startswith(b"\x89PNG")
-    assert pyplot.get_fignums() == figures_before  # nothing left registered with pyplot to leak
+    assert dashboard.uploads_logged == 120 and len(dashboard.frames) == 4
+    for frame, columns in zip(dashboard.frames, (HISTOGRAM_COLUMNS, CONFIDENCE_COLUMNS, ENTROPY_COLUMNS, ANSWER_COLUMNS)):
+        assert tuple(frame.columns) == columns
 
     # Colour histograms: one line per channel, the mean difference over the drift window (last 100).
-    axes = dashboard.histogram_figure.axes[0]
+    frame = dashboard.histogram_frame
+    bins = reference.config.bins
     expected = expected_histogram_difference(images[20:], probabilities[20:], reference)
     for channel, name in enumerate(("red", "green", "blue")):
-        np.testing.assert_allclose(line(axes, name).get_ydata(), expected[channel], atol=1e-5)
-    assert "last 100 uploads" in axes.get_title()
+        np.testing.assert_allclose(series(frame, "channel", name, "difference"), expected[channel], atol=1e-5)
+        np.testing.assert_allclose(series(frame, "channel", name, "intensity"), (np.arange(bins) + 0.5) * 256 / bins)
 
-    # Confidence heat map: a row per class, each cell the class's mean confidence in that time span
-    # minus its validation mean; blank where the class had no uploads.
-    axes = dashboard.confidence_figure.axes[0]
-    assert [label.get_text() for label in axes.get_yticklabels()] == list(reference.class_names)
-    mesh = next(child for child in axes.get_children() if isinstance(child, QuadMesh))
-    shown = np.ma.masked_invalid(mesh.get_array()).reshape(13, -1)
+    # Confidence over time: a point per (time span, class) with uploads, its mean confidence and
+    # the change from the class's validation mean.
+    frame = dashboard.confidence_frame
     buckets = expected_buckets(START + 600 * np.arange(120))
     predicted, confidence = np.argmax(probabilities, axis=1), probabilities.max(axis=1)
-    grid = np.full((13, DashboardConfig().buckets), np.nan)
-    for row, bucket in set(zip(predicted, buckets)):
+    cells = sorted(set(zip(buckets, predicted)))
+    assert len(frame) == len(cells) and frame["uploads"].sum() == 120
+    width = max(600 * 119 / DashboardConfig().buckets, 60.0)
+    for bucket, row in cells:
+        name = reference.class_names[row]
+        when = np.datetime64(int(round(START + width * bucket)), "s")
+        shown = frame[(frame["class"] == name) & (frame["time"] == when)]
         chosen = (predicted == row) & (buckets == bucket)
-        grid[row, bucket] = confidence[chosen].mean() - reference.class_confidence[reference.class_names[row]]["mean"]
-    np.testing.assert_array_equal(np.ma.getmaskarray(shown), np.isnan(grid))
-    np.testing.assert_allclose(shown.compressed(), grid[~np.isnan(grid)], atol=1e-5)
+        validation = reference.class_confidence[name]["mean"]
+        assert len(shown) == 1 and shown["uploads"].iloc[0] == chosen.sum()
+        np.testing.assert_allclose(shown[["confidence", "validation_mean", "change"]].to_numpy()[0],
+                                   [confidence[chosen].mean(), validation, confidence[chosen].mean() - validation], atol=1e-5)
 
     # Entropy over time: the mean entropy of each time span's uploads, against the validation mean.
-    axes = dashboard.entropy_figure.axes[0]
+    frame = dashboard.entropy_frame
     entropies = metrics.intensity_entropies(images)
     means = [entropies[buckets == b].mean() for b in np.unique(buckets)]
-    np.testing.assert_allclose(line(axes, "uploads").get_ydata(), means, atol=1e-5)
-    np.testing.assert_allclose(line(axes, "validation mean").get_ydata(), reference.baseline["entropy"].mean())
+    np.testing.assert_allclose(series(frame, "series", "uploads"), means, atol=1e-5)
+    np.testing.assert_allclose(series(frame, "series", "validation mean"), reference.baseline["entropy"].mean())
+    np.testing.assert_allclose(series(frame, "series", "validation 90%"), np.percentile(reference.baseline["entropy"], 90))
+    assert set(frame["series"]) == {"uploads", "validation mean", "validation 10%", "validation 90%"}
 
     # The last uploads: ten, newest first, pixels kept, with what each was told and by whom.
     assert len(dashboard.last_uploads) == 10
@@ -101,7 +96,8 @@ def test_dashboard_shows_the_real_uploads(tmp_path, real_reference):
     assert dashboard.last_uploads[1][1].startswith("#119 dog · fallback (CNN: ")
     assert dashboard.last_uploads[2][1].startswith(f"#118 {reference.class_names[predicted[117]]} · cnn (CNN: ")
 
-    # The verdict: these are held-out test pictures, so no alarm, and what people were told is counted.
+    # The verdict: these are held-out test pictures, so no alarm, and what people were told is
+    # counted, in the table and in the bar plot alike, most first.
     report = dashboard.drift_report
     assert report.judged and not report.alarm, report.message
     markdown = dashboard.drift_markdown
@@ -113,6 +109,9 @@ def test_dashboard_shows_the_real_uploads(tmp_path, real_reference):
     refused = told.count("refused")
     assert f"| refused | {refused} |" in markdown and f"| dog | {told.count('dog')} |" in markdown
     assert report.refused_fraction == refused / 100 and f"refused: {refused}%" in markdown
+    bars = dashboard.answers_frame
+    assert dict(zip(bars["answer"], bars["uploads"])) == report.answers
+    assert list(bars["uploads"]) == sorted(bars["uploads"], reverse=True)
 
 
 def test_darkened_uploads_show_the_alarm_and_where_the_colours_went(tmp_path, real_reference, predict):
@@ -128,47 +127,59 @@ def test_darkened_uploads_show_the_alarm_and_where_the_colours_went(tmp_path, re
     assert report.message in dashboard.drift_markdown and "| intensity entropy |" in dashboard.drift_markdown
     # No darkened pixel is brighter than 128: every bin above is emptied, so the lines fall below
     # zero there, by the class's own share, and the lost share turns up in the dark bins.
-    axes = dashboard.histogram_figure.axes[0]
+    frame = dashboard.histogram_frame
     expected = expected_histogram_difference(dark, probabilities, reference)
     for channel, name in enumerate(("red", "green", "blue")):
-        drawn = line(axes, name)
-        centres, difference = np.asarray(drawn.get_xdata()), np.asarray(drawn.get_ydata())
+        centres, difference = series(frame, "channel", name, "intensity"), series(frame, "channel", name, "difference")
         np.testing.assert_allclose(difference, expected[channel], atol=1e-5)
         bright = centres > 144
         assert np.all(difference[bright] <= 1e-9) and difference[bright].sum() < -0.2
         assert difference[~bright].sum() > 0.2
     # Halving the brightness halves the grey levels used: the entropy line falls below the validation mean.
-    axes = dashboard.entropy_figure.axes[0]
-    assert np.all(line(axes, "uploads").get_ydata() < line(axes, "validation mean").get_ydata()[0])
+    frame = dashboard.entropy_frame
+    assert np.all(series(frame, "series", "uploads") < series(frame, "series", "validation mean")[0])
 
 
-def texts(figure):
-    return [text.get_text() for axes in figure.axes for text in axes.texts]
-
-
-def test_empty_log_and_missing_reference_render_placeholders(tmp_path, pictures):
+def test_empty_log_and_missing_reference_give_empty_tables(tmp_path, pictures):
     with PredictionLog(tmp_path / "log.sqlite") as log:
         dashboard = render(log, None)
         assert dashboard.drift_markdown == "**No uploads logged yet.**" and dashboard.last_uploads == []
         assert dashboard.uploads_logged == 0 and dashboard.drift_report is None
-        assert texts(dashboard.histogram_figure) == ["No monitoring reference"]
-        assert texts(dashboard.confidence_figure) == texts(dashboard.entropy_figure) == ["No uploads logged yet"]
+        for frame, columns in zip(dashboard.frames, (HISTOGRAM_COLUMNS, CONFIDENCE_COLUMNS, ENTROPY_COLUMNS, ANSWER_COLUMNS)):
+            assert len(frame) == 0 and tuple(frame.columns) == columns
         image = pictures[0]
         values = upload_metrics(image, np.full(13, 1 / 13), None, CLASS_NAMES)
         log.append({**values, "image": image, "answer": values["predicted_class"], "time": START})
         dashboard = render(log, None)
     assert "No monitoring reference" in dashboard.drift_markdown and dashboard.drift_report is None
     assert dashboard.drift_markdown.startswith("1 uploads logged")
-    assert texts(dashboard.histogram_figure) == ["No monitoring reference"]
-    # Without a reference the over-time figures still show the one upload: its confidence, unshifted ...
-    axes = dashboard.confidence_figure.axes[0]
-    assert [label.get_text() for label in axes.get_yticklabels()] == ["airplane"]
-    mesh = next(child for child in axes.get_children() if isinstance(child, QuadMesh))
-    np.testing.assert_allclose(np.ma.masked_invalid(mesh.get_array()).compressed(), [1 / 13], atol=1e-6)
-    # ... and its entropy.
-    np.testing.assert_allclose(line(dashboard.entropy_figure.axes[0], "uploads").get_ydata(),
-                               [metrics.intensity_entropy(image)], atol=1e-5)
+    assert len(dashboard.histogram_frame) == 0  # nothing to compare the colours with
+    # Without a reference the over-time tables still show the one upload: its confidence, with no
+    # validation mean to change from ...
+    row = dashboard.confidence_frame.iloc[0]
+    assert len(dashboard.confidence_frame) == 1 and row["class"] == "airplane" and row["uploads"] == 1
+    np.testing.assert_allclose(row["confidence"], 1 / 13, atol=1e-6)
+    assert np.isnan(row["validation_mean"]) and np.isnan(row["change"])
+    assert row["time"] == np.datetime64(int(START), "s")
+    # ... and its entropy, alone.
+    assert list(dashboard.entropy_frame["series"]) == ["uploads"]
+    np.testing.assert_allclose(dashboard.entropy_frame["entropy"], [metrics.intensity_entropy(image)], atol=1e-5)
+    assert list(dashboard.answers_frame.itertuples(index=False, name=None)) == [("airplane", 1)]
     assert [caption for _, caption in dashboard.last_uploads] == [dashboard.last_uploads[0][1]]
     assert dashboard.last_uploads[0][1].startswith("#1 airplane · cnn (CNN: airplane 8%)")
-    for figure in dashboard.figures:
-        figure.savefig(io.BytesIO(), format="png")
+
+
+def test_the_native_plots_take_the_tables(tmp_path, real_reference):
+    """Gradio's plots accept every table as it comes: columns, types (time is temporal) and rows."""
+    import gradio as gr
+
+    reference, images, probabilities = real_reference
+    with PredictionLog(tmp_path / "log.sqlite") as log:
+        log_uploads(log, images[:40], probabilities[:40], reference)
+        dashboard = render(log, reference)
+    plots = (gr.LinePlot(x="intensity", y="difference", color="channel"), gr.ScatterPlot(x="time", y="change", color="class"),
+             gr.LinePlot(x="time", y="entropy", color="series"), gr.BarPlot(x="answer", y="uploads"))
+    for plot, frame in zip(plots, dashboard.frames):
+        drawn = plot.postprocess(frame)
+        assert drawn.columns == list(frame.columns) and len(drawn.data) == len(frame) > 0
+    assert plots[1].postprocess(dashboard.confidence_frame).datatypes["time"] == "temporal"
