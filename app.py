@@ -191,8 +191,8 @@ def build_app(service, bundle_dir, delete_cache=(900, 3600)):
 def monitor(predictor):
     dashboard = predictor.dashboard()
     if dashboard is None:
-        return "Monitoring is off (no log or no reference in the bundle).", None, None, None, []
-    return (dashboard.drift_markdown, *dashboard.figures, [(_displayable(image), caption) for image, caption in dashboard.last_uploads])
+        return "Monitoring is off (no log or no reference in the bundle).", None, None, None, None, []
+    return (dashboard.drift_markdown, *dashboard.frames, [(_displayable(image), caption) for image, caption in dashboard.last_uploads])
 
 
 def review_table(corrections):
@@ -233,10 +233,28 @@ def build_admin(service):
         with gr.Tab("Monitor"):
             refresh = gr.Button("Refresh")
             drift = gr.Markdown()
+            # Native plots (monitoring.dashboard's tables, drawn and zoomable in the browser).
             with gr.Row():
-                histogram_plot, confidence_plot, entropy_plot = gr.Plot(), gr.Plot(), gr.Plot()
+                histogram_plot = gr.LinePlot(
+                    x="intensity", y="difference", color="channel", elem_id="histogram-plot",
+                    color_map={"red": "#d62728", "green": "#2ca02c", "blue": "#1f77b4", "gray": "#444444"},
+                    title="Colour histogram of the drift window minus each upload's class's training average",
+                    x_title="pixel intensity", y_title="share of pixels, difference", x_lim=[0, 255])
+                answers_plot = gr.BarPlot(x="answer", y="uploads", sort="-y", elem_id="answers-plot",
+                                          title="What the drift window's uploads were told", x_label_angle=-45)
+            with gr.Row():
+                confidence_plot = gr.ScatterPlot(
+                    x="time", y="change", color="class", elem_id="confidence-plot",
+                    tooltip=["class", "confidence", "validation_mean", "uploads"],
+                    title="Mean confidence per predicted class over time, minus its validation mean",
+                    x_title="time (UTC)", y_title="confidence - validation mean")
+                entropy_plot = gr.LinePlot(
+                    x="time", y="entropy", color="series", elem_id="entropy-plot",
+                    color_map={"uploads": "#9467bd", "validation mean": "#555555", "validation 10%": "#bbbbbb",
+                               "validation 90%": "#bbbbbb"},
+                    title="Pixel-intensity entropy over time", x_title="time (UTC)", y_title="mean entropy (bits)")
             last_uploads = gr.Gallery(label="Last 10 uploads (as the model saw them)", columns=10, height=160, allow_preview=False)
-            monitor_outputs = [drift, histogram_plot, confidence_plot, entropy_plot, last_uploads]
+            monitor_outputs = [drift, histogram_plot, confidence_plot, entropy_plot, answers_plot, last_uploads]
             refresh.click(lambda: monitor(predictor), None, monitor_outputs, api_name="monitor")
             admin.load(lambda: monitor(predictor), None, monitor_outputs)
         with gr.Tab("Review corrections"):
