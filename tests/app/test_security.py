@@ -150,6 +150,41 @@ def test_one_visitor_cannot_take_the_queue(limited_server, photos):
     assert seen["limited"] > 0 and seen["errors"] <= max(1, sent // 100), seen
 
 
+def _join(url, session, address):
+    """Join Gradio's queue for /classify as the page does (with no picture: a plain refusal
+    comes back once the event runs); returns (status, answer)."""
+    with urllib.request.urlopen(url + "config", timeout=30) as response:
+        config = json.loads(response.read())
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "classify")
+    body = json.dumps({"data": [None], "fn_index": fn_index, "session_hash": session, "event_data": None}).encode()
+    request = urllib.request.Request(url + "gradio_api/queue/join", data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-Forwarded-For": address})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _stream(url, session):
+    """A session's whole event stream, read until the server closes it."""
+    with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=60) as response:
+        return response.read().decode()
+
+
+def test_a_visitor_holds_at_most_its_in_flight_places_in_the_queue(limited_server):
+    url, _ = limited_server
+    flooder, neighbour = "203.0.113.70", "203.0.113.71"
+    assert _join(url, "turns-a", flooder)[0] == 200
+    assert _join(url, "turns-b", flooder)[0] == 200
+    status, answer = _join(url, "turns-c", flooder)
+    assert status == 429 and "already have 2 requests" in answer["error"], answer
+    assert _join(url, "turns-d", neighbour)[0] == 200
+    # Once the flooder's events have run and their ends went out on its streams, it may join again.
+    assert "process_completed" in _stream(url, "turns-a") and "process_completed" in _stream(url, "turns-b")
+    assert _join(url, "turns-e", flooder)[0] == 200
+
+
 def _post_upload(url, parts, address="203.0.113.90", length=None):
     """POST multipart files to Gradio's upload endpoint; returns (status, body)."""
     boundary = "----honestboundary"

@@ -1,0 +1,57 @@
+"""web.queue_turns: each client's places in Gradio's shared queue."""
+
+from web.queue_turns import QueueTurns
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_client_holds_at_most_cap_places_and_others_are_not_affected():
+    turns = QueueTurns(cap=2)
+    first, second = turns.take("flooder", "s1"), turns.take("flooder", "s2")
+    assert first and second and first != second
+    assert turns.take("flooder", "s3") is None
+    assert turns.take("neighbour", "s4") is not None
+    assert turns.held("flooder") == 2 and turns.held("neighbour") == 1
+
+
+def test_a_finished_event_frees_its_place():
+    turns = QueueTurns(cap=1)
+    key = turns.take("a", "s1")
+    turns.bind("a", key, "event-1")
+    assert turns.take("a", "s1") is None
+    turns.finished("event-1")
+    assert turns.held("a") == 0 and turns.take("a", "s1") is not None
+
+
+def test_a_refused_join_gives_its_place_back():
+    turns = QueueTurns(cap=1)
+    turns.give_back("a", turns.take("a", "s1"))
+    assert turns.held("a") == 0
+
+
+def test_a_closed_stream_frees_the_places_of_its_session_only():
+    turns = QueueTurns(cap=3)
+    for event_id, session in (("e1", "s1"), ("e2", "s1"), ("e3", "s2")):
+        turns.bind("a", turns.take("a", session), event_id)
+    turns.session_ended("s1")
+    assert turns.held("a") == 1
+    turns.finished("e3")
+    assert turns.held("a") == 0
+
+
+def test_a_place_whose_end_is_never_seen_expires():
+    clock = Clock()
+    turns = QueueTurns(cap=1, expiry_s=60, clock=clock)
+    turns.bind("a", turns.take("a", "s1"), "e1")
+    clock.now = 59
+    assert turns.take("a", "s1") is None
+    clock.now = 61
+    assert turns.take("a", "s1") is not None
+    turns.finished("e1")  # the expired event's late end frees nothing twice
+    assert turns.held("a") == 1
