@@ -1,0 +1,126 @@
+"""MLflow runs of the build and the model ladder (the optional extra: pip install -r requirements-mlflow.txt).
+
+    log_build_run(config, metrics, history, "assets")   # python -m pipeline.build --mlflow: one run
+    log_ladder_run(preset, row, config, history)         # python -m pipeline.ladder --mlflow: one run per preset
+
+The store is $MLFLOW_TRACKING_URI, else mlruns.db in `folder` (default: where the command runs),
+with artifacts in folder/mlruns (monitoring.tracking): `mlflow ui --backend-store-uri
+sqlite:///mlruns.db` then compares the builds, and the ladder's presets side by side.
+
+A build's run holds every stage's config as parameters (the config flattened to dotted names:
+train.epochs, train.data.preprocessing.height, stage_configs.ood.n_estimators), the per-epoch
+training curves (history.json, step = epoch), every number of metrics.json as a metric (nested
+names dotted: classifier.test_accuracy, ood.near_ood_auroc), the figures, and the bundle folder
+itself as an artifact.
+"""
+
+import json
+import math
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+from monitoring.tracking import open_experiment
+
+BUILD_EXPERIMENT, LADDER_EXPERIMENT = "builds", "model ladder"
+MAX_PARAM_CHARS = 6000  # MLflow refuses longer parameter values
+MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits on one log_batch call
+
+
+def log_build_run(config, metrics, history, bundle_dir, folder=".", run_name=None):
+    """One run for a finished build; returns its run id. `config` is the BuildConfig (or its
+    dict, as config.json holds it), `metrics` metrics.json's dict, `history` history.json's."""
+    bundle_dir = Path(bundle_dir)
+    client, experiment_id = open_experiment(BUILD_EXPERIMENT, folder)
+    config = _as_dict(config)
+    preset = config.get("train", {}).get("preset", "build")
+    run = client.create_run(experiment_id, run_name=run_name or f"{preset} {bundle_dir.name}",
+                            tags={"kind": "build", "bundle": str(bundle_dir.resolve())})
+    run_id = run.info.run_id
+    try:
+        _log_values(client, run_id, flatten(config), numbers(metrics), history)
+        figures = bundle_dir / "figures"
+        if figures.is_dir():
+            client.log_artifacts(run_id, str(figures), "figures")
+        client.log_artifacts(run_id, str(bundle_dir), "bundle")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def log_ladder_run(preset, row, config, history=None, folder=".", ladder=None):
+    """One run for one rung of the ladder; returns its run id. `row` is the rung's table row,
+    `config` the LadderConfig (its train config is logged with this preset), `history` the rung's
+    training history; `ladder` (a tag) groups the rungs of one ladder, by default today's date."""
+    client, experiment_id = open_experiment(LADDER_EXPERIMENT, folder)
+    config = _as_dict(config)
+    train = {**config.get("train", {}), "preset": preset}
+    settings = {key: value for key, value in config.items() if key not in ("train", "presets")}
+    tags = {"kind": "ladder rung", "preset": preset, "ladder": ladder or time.strftime("%Y-%m-%d", time.gmtime())}
+    if row.get("run"):
+        tags["training_run"] = str(row["run"])
+    run = client.create_run(experiment_id, run_name=preset, tags=tags)
+    run_id = run.info.run_id
+    try:
+        _log_values(client, run_id, {**flatten(train, "train"), **flatten(settings)}, numbers(row), history or {})
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def flatten(value, prefix=""):
+    """A config as {dotted name: text}: dicts and (name, config) pairs open up, other lists are JSON."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)) and value and all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str) for pair in value):
+        items = value  # BuildConfig.stage_configs: (stage name, config) pairs
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+        return {prefix: text[:MAX_PARAM_CHARS]}
+    flat = {}
+    for key, inner in items:
+        flat.update(flatten(_as_dict(inner) if is_dataclass(inner) else inner, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def numbers(value, prefix=""):
+    """Every finite number in nested dicts, as {dotted name: float}; text, lists and flags are left out."""
+    if isinstance(value, dict):
+        found = {}
+        for key, inner in value.items():
+            found.update(numbers(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return found
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return {_metric_name(prefix): float(value)}
+    return {}
+
+
+def _log_values(client, run_id, params, metrics, history):
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    params = [Param(_metric_name(name), value) for name, value in params.items()]
+    for start in range(0, len(params), MAX_PARAMS):
+        client.log_batch(run_id, params=params[start:start + MAX_PARAMS], synchronous=True)
+    entries = [Metric(name, value, now, 0) for name, value in metrics.items()]
+    for name, values in history.items():
+        # Per-epoch lists (loss, accuracy, val_...); numbers that are not a curve are not epochs.
+        if isinstance(values, list):
+            entries += [Metric(_metric_name(name), float(v), now, epoch) for epoch, v in enumerate(values, start=1)
+                        if isinstance(v, (int, float)) and math.isfinite(v)]
+    for start in range(0, len(entries), MAX_METRICS):
+        client.log_batch(run_id, metrics=entries[start:start + MAX_METRICS], synchronous=True)
+
+
+def _metric_name(name):
+    # MLflow allows letters, digits and _ - . / and space in names; anything else becomes _.
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+def _as_dict(config):
+    return asdict(config) if is_dataclass(config) else dict(config)
