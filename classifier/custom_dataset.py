@@ -18,6 +18,7 @@ import numpy as np
 
 from classifier.readers import (
     DataUnavailable, is_mnist_folder, load_image_folder, load_mnist, read_classes_tsv, select_classes, stratified_split,
+    walk_files,
 )
 
 
@@ -44,6 +45,20 @@ def load_source(config):
         train, test = stratified_split(y, config.test_fraction, np.random.default_rng(config.seed + 1))
         x, y, x_test, y_test = x[train], y[train], x[test], y[test]
     return {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test, "class_names": np.array(names)}
+
+
+def pictures_per_class(source, subdir="", classes=()):
+    """{class: number of pictures} in `source`, counted without decoding any picture."""
+    source = Path(source)
+    if is_mnist_folder(source):
+        _, y = load_mnist(source)
+        counts = {str(digit): int(n) for digit, n in enumerate(np.bincount(y, minlength=10))}
+    else:
+        counts = {}
+        for relative, _ in walk_files(source, subdir):
+            if "/" in relative:
+                counts[relative.split("/")[0]] = counts.get(relative.split("/")[0], 0) + 1
+    return {name: count for name, count in counts.items() if not classes or name in classes}
 
 
 def readable_names(source, subdir, folders):

@@ -1,6 +1,6 @@
 """The CNN's three outputs for a batch of pictures, in one pass.
 
-    extractor = feature_model(model)              # once
+    extractor = feature_model(model)              # once (a TFLite transfer model: feature_model(head, its folder))
     out = embed(extractor, x)                     # Embedding(features, logits, probabilities)
 
 Every preset names three layers that the rest of the product reads: "features" (the penultimate
@@ -8,10 +8,12 @@ layer: OOD detector, gallery), "logits" and "probabilities".
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from classifier.images import to_float
+from classifier.transfer import EXTRACTOR_FILE
 
 OUTPUT_LAYERS = ("features", "logits", "probabilities")
 
@@ -23,10 +25,15 @@ class Embedding:
     probabilities: np.ndarray  # (n, classes)
 
 
-def feature_model(model):
-    """A Keras model that returns [features, logits, probabilities] in one pass."""
+def feature_model(model, directory=None):
+    """A Keras model that returns [features, logits, probabilities] in one pass; for a folder whose
+    model is a transfer head on TFLite features (classifier.transfer), the TFLite model, then that."""
     import keras
 
+    if directory is not None and (Path(directory) / EXTRACTOR_FILE).exists():
+        from classifier.transfer import TFLiteFeatures, TransferExtractor
+
+        return TransferExtractor(TFLiteFeatures.load_beside(directory), feature_model(model))
     return keras.Model(model.inputs[0], [model.get_layer(name).output for name in OUTPUT_LAYERS])
 
 

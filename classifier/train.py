@@ -12,6 +12,9 @@ Two kinds of preset (classifier.models):
   `python -m bench.train_speed`).
 - The seeds' presets and fastnet train with plain Keras fit: the fields below up to
   early_stopping_patience. fastnet, 12 epochs on this 2-core CPU: 85.5% CIFAR-10, 26 min.
+- Transfer presets (classifier.transfer: mobilenet_v2_tflite offline, mobilenet_v2 and resnet50
+  online) train a small head on a frozen ImageNet network, with `transfer`'s settings (its own
+  epochs); the TFLite preset's run folder also holds the .tflite and extractor.json.
 """
 
 import hashlib
@@ -28,6 +31,8 @@ from classifier.atomic import write_json_atomic
 from classifier.dataset import DataConfig
 from classifier.images import to_float
 from classifier.readers import IMAGE_SUFFIXES
+from classifier.transfer import PRESETS as TRANSFER_PRESETS
+from classifier.transfer import TransferConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class TrainConfig:
     label_smoothing: float = 0.2
     early_stopping_patience: int = 4
     airbench: AirbenchConfig = field(default_factory=AirbenchConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -62,6 +68,10 @@ def train(config, dataset, out_dir, verbose="auto"):
         from classifier.airbench import fit
 
         model, history = fit(config.airbench, dataset, config.epochs, out_dir, config.preset, config.seed, verbose)
+    elif config.preset in TRANSFER_PRESETS:
+        from classifier.transfer import fit
+
+        model, history = fit(config, dataset, out_dir, verbose)
     else:
         model, history = _fit(config, dataset, out_dir, verbose)
     seconds = time.perf_counter() - started
@@ -122,6 +132,9 @@ def run_identity(config):
     """What names a run: the whole config, plus the files of any extra training folders (new
     corrections in a feedback folder must mean a new run, not the old one reused)."""
     identity = asdict(config)
+    if config.preset not in TRANSFER_PRESETS:
+        # Runs made before transfer presets existed keep their names (and stay reusable).
+        del identity["transfer"]
     if config.data.extra_train_folders:
         identity["extra_train_files"] = sorted(
             str(path) for folder in config.data.extra_train_folders for path in Path(folder).rglob("*")

@@ -8,6 +8,10 @@ analysis -> bundle.
     python -m pipeline.build --smoke --out /tmp/b  # a few minutes on a little data: checks the pipeline
     python -m pipeline.build --data DIR --image-size 28 --channels 1 --out bundles/mnist   # any dataset
 
+With --data the preset is `auto` unless given: transfer learning from the bundled MobileNetV2
+(classifier.transfer, offline) when the classes have fewer than ~500 pictures each and the data
+folder holds its .tflite, else fastnet_small from scratch; the build says which and why.
+
 The data folder is --data-dir, else $HONEST_DATA_DIR, else ../shared/data (pipeline.data_dir).
 A finished training run with the same config is reused from runs/ (its folder name carries the
 config's hash), so re-running the build after a change to a later stage does not retrain. The
@@ -26,6 +30,9 @@ from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, 
 from classifier.images import Preprocessing
 from classifier.readers import DataUnavailable
 from classifier.train import TrainConfig, describe_machine
+from classifier.transfer import (
+    PRESETS as TRANSFER_PRESETS, TFLITE_FILE_NAME, TransferConfig, copy_extractor, features_description,
+)
 from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
 from pipeline.context import BuildContext
 from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
@@ -51,6 +58,7 @@ class BuildConfig:
     # monitoring.ReferenceConfig, fallback_stage.FallbackConfig, errors_stage.ErrorAnalysisConfig);
     # a stage left out gets its defaults.
     stage_configs: tuple = ()  # (stage name, config) pairs
+    preset_reason: str | None = None  # why --preset auto chose the preset, for the log and metrics.json
 
 
 def build(config=BuildConfig(), verbose="auto"):
@@ -68,6 +76,8 @@ def build(config=BuildConfig(), verbose="auto"):
     shutil.rmtree(work_dir, ignore_errors=True)
     (work_dir / "figures").mkdir(parents=True)
 
+    if config.preset_reason:
+        _log(f"preset: {config.train.preset}: {config.preset_reason}")
     _log("stage: data")
     dataset = prepare_dataset(data)
     check_trainable(dataset)
@@ -78,7 +88,10 @@ def build(config=BuildConfig(), verbose="auto"):
 
     # The bundle serves, it does not train: saved without the optimizer's state.
     keras.saving.load_model(run_dir / MODEL_FILE, compile=False).save(work_dir / MODEL_FILE)
-    write_manifest(work_dir, dataset.class_names, data.preprocessing, {"training_run": run_dir.name, "data": describe_data(data)})
+    copy_extractor(run_dir, work_dir)  # a TFLite transfer run's frozen feature extractor
+    write_manifest(work_dir, dataset.class_names, data.preprocessing, {
+        "training_run": run_dir.name, "data": describe_data(data),
+        "features": features_description(run_dir, config.train.preset)})
     write_json_atomic(work_dir / "config.json", asdict(config))
     write_json_atomic(work_dir / "history.json", history)
     bundle = Bundle.load(work_dir, with_fallback=False)
@@ -98,6 +111,8 @@ def build(config=BuildConfig(), verbose="auto"):
         },
         "skipped": [],
     }
+    if config.preset_reason:
+        metrics["preset_choice"] = {"preset": config.train.preset, "why": config.preset_reason}
     _log(f"evaluation: {_headline(metrics['classifier'])}")
     context = BuildContext(bundle, dataset, embeddings, work_dir, data, config.data_dir)
     stage_configs = dict(config.stage_configs)
@@ -127,6 +142,12 @@ def build(config=BuildConfig(), verbose="auto"):
     return metrics
 
 
+# Below this many pictures per class, --preset auto learns on top of a pretrained network: from
+# scratch, our CNNs reach chance on 20 pictures per class (bench.few_pictures).
+TRANSFER_BELOW_PER_CLASS = 500
+# Transfer presets enlarge every picture to 224 pixels; 96 keeps detail without making the
+# dataset and the gallery's thumbnails heavy.
+TRANSFER_IMAGE_SIZE = 96
 MIN_PICTURES_PER_CLASS = 5  # one for the test split, one for validation, three to learn from
 
 
@@ -160,16 +181,54 @@ def smoke_config(out_dir, runs_dir, data_dir, stages=STAGES, cifar_dir=None):
                        data_dir=data_dir, stage_configs=stage_configs)
 
 
-def any_dataset_config(source, out_dir, runs_dir="runs", image_size=32, channels=3, subdir="", test_subdir="",
+def any_dataset_config(source, out_dir, runs_dir="runs", image_size=None, channels=3, subdir="", test_subdir="",
                        classes=(), limit_per_class=None, preset="fastnet_small", epochs=12, stages=STAGES_FOR_ANY_DATASET,
                        data_dir=None):
-    """A build on any labelled collection (see classifier.custom_dataset); `data_dir` gives the OOD sets."""
+    """A build on any labelled collection (see classifier.custom_dataset); `data_dir` gives the OOD
+    sets and the bundled MobileNetV2. preset "auto" (the command line's default): see choose_preset."""
+    reason = None
+    if preset == "auto":
+        preset, reason = choose_preset(source, subdir, tuple(classes), limit_per_class, data_dir)
+    transfer = preset in TRANSFER_PRESETS
+    image_size = image_size or (TRANSFER_IMAGE_SIZE if transfer else 32)
     data = DataConfig(
         source=str(source), source_subdir=subdir, source_test_subdir=test_subdir, source_classes=tuple(classes),
         preprocessing=Preprocessing(height=image_size, width=image_size, channels=channels), limit_per_class=limit_per_class,
     )
-    return BuildConfig(train=TrainConfig(preset=preset, epochs=epochs, data=data), out_dir=str(out_dir),
-                       runs_dir=str(runs_dir), stages=tuple(stages), data_dir=data_dir)
+    stage_configs = ()
+    if transfer:
+        # Every OOD picture goes through the 224-pixel extractor (~10 ms each): fewer of them.
+        stage_configs = (("ood", ood_stage.OODConfig(near_ood_limit=1000, far_ood_limit=1000)),)
+    train = TrainConfig(preset=preset, epochs=epochs, data=data, transfer=TransferConfig(tflite_model=_tflite_path(data_dir)))
+    return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=tuple(stages), data_dir=data_dir,
+                       stage_configs=stage_configs, preset_reason=reason)
+
+
+def choose_preset(source, subdir="", classes=(), limit_per_class=None, data_dir=None):
+    """--preset auto: (preset, why in one sentence). Transfer below TRANSFER_BELOW_PER_CLASS
+    pictures per class (the median class) when the bundled MobileNetV2 is in the data folder."""
+    import numpy as np
+
+    from classifier.custom_dataset import pictures_per_class
+
+    counts = pictures_per_class(source, subdir, classes)
+    typical = int(np.median(list(counts.values()))) if counts else 0
+    if limit_per_class is not None:
+        typical = min(typical, limit_per_class)
+    if typical >= TRANSFER_BELOW_PER_CLASS:
+        return "fastnet_small", f"{typical} pictures per class (median), enough to train from scratch"
+    few = f"{typical} pictures per class (median), fewer than {TRANSFER_BELOW_PER_CLASS}"
+    tflite = _tflite_path(data_dir)
+    if tflite is None:
+        where = Path(data_dir) / "imagenet-models" if data_dir else "a data folder's imagenet-models/ (--data-dir)"
+        return "fastnet_small", (f"{few}, but transfer learning needs the bundled {TFLITE_FILE_NAME} in {where}, "
+                                 "which is not there: training fastnet_small from scratch")
+    return "mobilenet_v2_tflite", f"{few}: transfer learning on the bundled MobileNetV2's features ({tflite})"
+
+
+def _tflite_path(data_dir):
+    path = Path(data_dir or "", "imagenet-models", TFLITE_FILE_NAME)
+    return str(path) if data_dir and path.is_file() else None
 
 
 def _examples(dataset, context, target, count=9):
@@ -243,7 +302,7 @@ def config_from_arguments(args):
         return any_dataset_config(
             args.data, args.out, args.runs, args.image_size, args.channels, args.subdir, args.test_subdir,
             tuple(c for c in args.classes.split(",") if c), args.limit_per_class,
-            args.preset or "fastnet_small", args.epochs or 12, stages, evaluation_dir)
+            args.preset or "auto", args.epochs or 12, stages, evaluation_dir)
     cifar_dir = args.cifar_dir
     if args.download:
         from classifier.download import download_official
@@ -265,7 +324,9 @@ def config_from_arguments(args):
     data = DataConfig(data_dir=None if cifar_dir else data_dir, cifar_dir=cifar_dir, preprocessing=preprocessing,
                       extra_train_folders=folders, tiny_imagenet_val_in_train=args.tiny_imagenet_val)
     defaults = TrainConfig()
-    train = TrainConfig(preset=args.preset or defaults.preset, epochs=args.epochs or defaults.epochs, data=data)
+    preset = defaults.preset if args.preset in (None, "auto") else args.preset  # 13 classes: thousands a class
+    train = TrainConfig(preset=preset, epochs=args.epochs or defaults.epochs, data=data,
+                        transfer=TransferConfig(tflite_model=_tflite_path(evaluation_dir)))
     return BuildConfig(train=train, out_dir=args.out, runs_dir=args.runs, stages=stages, data_dir=evaluation_dir)
 
 
@@ -279,7 +340,7 @@ def main(argv=None):
     parser.add_argument("--download-to", default="data/official", help="with --download: where to keep them")
     parser.add_argument("--out", default=None, help="bundle folder to write (default: assets, for our 13 classes)")
     parser.add_argument("--runs", default="runs", help="folder of training runs (reused when the config matches)")
-    parser.add_argument("--preset", default=None, help=f"default: {TrainConfig().preset} (with --data: fastnet_small)")
+    parser.add_argument("--preset", default=None, help=f"default: {TrainConfig().preset} (with --data: auto, see above); transfer: {', '.join(TRANSFER_PRESETS)}")
     parser.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig().epochs}")
     parser.add_argument("--feedback", action="append", default=[], help="an app's corrections store (state/corrections.sqlite): train on its accepted corrections")
     parser.add_argument("--feedback-all", action="store_true", help="with --feedback: every correction not rejected, reviewed or not (private deployments)")
@@ -288,7 +349,7 @@ def main(argv=None):
     parser.add_argument("--data", help="build on another dataset: an image-folder tree, a .tgz of one, or an MNIST idx folder")
     parser.add_argument("--subdir", default="", help="with --data: the class folders' parent inside it")
     parser.add_argument("--test-subdir", default="", help="with --data: a test tree beside it (else 20%% is carved off)")
-    parser.add_argument("--image-size", type=int, default=32, help="with --data: square model input, in pixels")
+    parser.add_argument("--image-size", type=int, default=None, help=f"with --data: square model input, in pixels (default 32; transfer presets {TRANSFER_IMAGE_SIZE})")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="with --data: 1 = grayscale, 3 = RGB")
     parser.add_argument("--classes", default="", help="with --data: comma-separated subset of its classes")
     parser.add_argument("--limit-per-class", type=int, default=None, help="with --data: at most this many images per class")

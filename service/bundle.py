@@ -7,6 +7,8 @@ Layout of a bundle folder (each optional artefact is read by its own package's l
 
     bundle.json               class names, preprocessing, file names, versions
     model.keras               the CNN (layers "features", "logits", "probabilities")
+    extractor.json, *.tflite  a transfer bundle's frozen TFLite feature extractor; model.keras is
+                              then the head on its features (classifier.transfer)
     answer_rule.json          the answer rule's tuned thresholds (service.answer)
     config.json, metrics.json, history.json, figures/*.png, reports/
     ood_detector.joblib       the detector the OOD table chose (ood.CombinedScore: forests + ASH + norm)
@@ -103,7 +105,8 @@ class Bundle:
     def embed(self, x, batch_size=512):
         """A float batch in [0, 1] (or a uint8 batch) -> classifier.embedding.Embedding."""
         if getattr(self, "_extractor", None) is None:
-            self._extractor = feature_model(self.model)
+            # A transfer bundle on TFLite features (classifier.transfer) runs its .tflite, then model.keras.
+            self._extractor = feature_model(self.model, self.directory)
         return embed(self._extractor, x, batch_size)
 
 

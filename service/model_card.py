@@ -16,6 +16,8 @@ def model_card_markdown(bundle):
         )
     if metrics.get("data") or bundle.manifest.get("data"):
         lines.append(f"Trained on {metrics.get('data') or bundle.manifest.get('data')}.")
+    features = bundle.manifest.get("features", "the CNN's own penultimate layer")  # bundles before transfer presets
+    lines.append(f"Features (for the OOD detector and the gallery): {features}.")
     jpeg = f", a JPEG round trip at quality {p.jpeg_quality} (as CIFAR-10's own files)" if p.jpeg_quality else ""
     lines.append(f"Input: {p.height}×{p.width}, {'RGB' if p.channels == 3 else 'grayscale'}, Lanczos resize{jpeg}, pixels scaled to [0, 1].")
     accuracy_rows = [

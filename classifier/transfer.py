@@ -1,0 +1,322 @@
+"""Transfer learning: a network pretrained on ImageNet, frozen, with a small head trained on our
+pictures. For people who bring tens of pictures per class, not thousands.
+
+    model, history = fit(config, dataset, out_dir, verbose)   # classifier.train calls this
+
+Presets (TrainConfig.preset):
+- mobilenet_v2_tflite (offline): the bundled MobileNetV2 TFLite (uint8 quantized, 224x224); its
+  1,280-wide average-pool tensor is the frozen feature extractor. The model is the Keras head alone
+  (1,280 numbers in); the run folder keeps a copy of the .tflite and extractor.json saying how to
+  reach the features, and classifier.embedding.feature_model(head, folder) runs both.
+- mobilenet_v2, resnet50 (online): a keras.applications base (include_top=False, ImageNet weights,
+  its own preprocess_input), frozen, then the same head; optionally the top blocks fine-tuned at a
+  low learning rate afterwards (keras-io's "Transfer learning & fine-tuning"). One Keras model,
+  pictures in. Offline, they fail at once with TransferUnavailable.
+
+The head names the layers the product reads: "features" (OOD detector, gallery), "logits",
+"probabilities".
+"""
+
+import json
+import os
+import shutil
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classifier.readers import DataUnavailable
+
+TFLITE_PRESETS = ("mobilenet_v2_tflite",)
+# preset: (keras.applications class, the no-top weights file Keras caches)
+KERAS_PRESETS = {
+    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+}
+PRESETS = TFLITE_PRESETS + tuple(KERAS_PRESETS)
+EXTRACTOR_FILE = "extractor.json"  # beside the head's model.keras, for the TFLite preset
+TFLITE_FILE_NAME = "mobilenet_v2_1.0_224_quant.tflite"  # in a data folder's imagenet-models/
+WEIGHTS_HOST = "storage.googleapis.com"
+
+
+class TransferUnavailable(DataUnavailable):
+    """A transfer preset that cannot run here: no TFLite file, or ImageNet weights while offline."""
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    tflite_model: str | None = None  # the .tflite file (offline preset)
+    head_width: int = 256
+    dropout: float = 0.3
+    head_epochs: int = 60  # few pictures: a head on 1,280 numbers trains in seconds
+    head_learning_rate: float = 1e-3
+    batch_size: int = 32
+    flip_copies: bool = True  # the TFLite preset also learns from each picture mirrored
+    base_input_size: int = 224  # online presets: pictures are enlarged to this inside the model
+    fine_tune_epochs: int = 0  # online presets: then unfreeze the top layers for this many epochs
+    fine_tune_layers: int = 20
+    fine_tune_learning_rate: float = 1e-5
+    connect_timeout: float = 3.0
+
+
+def fit(train_config, dataset, out_dir, verbose="auto"):
+    """Train a transfer preset; returns (model, history dict). The model is the head alone for the
+    TFLite preset (see module doc), a whole picture-in Keras model for the online ones."""
+    import keras
+
+    config, preset = train_config.transfer, train_config.preset
+    keras.utils.set_random_seed(train_config.seed)
+    if preset in TFLITE_PRESETS:
+        extractor = TFLiteFeatures.from_config(config)
+        x_train, y_train = _features_with_flips(extractor, dataset.x_train, dataset.y_train, config.flip_copies)
+        x_val, y_val = extractor.features(dataset.x_val), dataset.y_val
+        model = build_head(x_train.shape[1], len(dataset.class_names), config)
+        history = _fit(model, x_train, y_train, x_val, y_val, len(dataset.class_names), config.head_epochs,
+                       config.head_learning_rate, config, verbose)
+        extractor.save_beside(out_dir)
+        return model, history
+    if preset not in KERAS_PRESETS:
+        raise ValueError(f"Unknown transfer preset {preset!r}; choose from {PRESETS}.")
+    model, base = build_keras_model(preset, dataset.x_train.shape[1:], len(dataset.class_names), config)
+    pictures = {name: _as_float(getattr(dataset, f"x_{name}")) for name in ("train", "val")}
+    history = _fit(model, pictures["train"], dataset.y_train, pictures["val"], dataset.y_val, len(dataset.class_names),
+                   config.head_epochs, config.head_learning_rate, config, verbose)
+    if config.fine_tune_epochs:
+        # Unfreeze the top layers only; BatchNormalization stays frozen (the base runs with
+        # training=False), else its statistics would be rewritten from a few pictures.
+        base.trainable = True
+        for layer in base.layers[:-config.fine_tune_layers]:
+            layer.trainable = False
+        more = _fit(model, pictures["train"], dataset.y_train, pictures["val"], dataset.y_val, len(dataset.class_names),
+                    config.fine_tune_epochs, config.fine_tune_learning_rate, config, verbose)
+        history = {name: history.get(name, []) + values for name, values in more.items()}
+    return model, history
+
+
+def build_head(width, num_classes, config=TransferConfig()):
+    """The trained part: 1,280 (or any) pretrained features -> "features" -> "logits" -> "probabilities"."""
+    import keras
+
+    return keras.Sequential([keras.Input((width,))] + _head_layers(num_classes, config), name="transfer_head")
+
+
+def _head_layers(num_classes, config):
+    from keras import layers
+
+    return [
+        layers.Dropout(config.dropout),
+        layers.Dense(config.head_width, activation="relu", name="features"),
+        layers.Dropout(config.dropout),
+        layers.Dense(num_classes, name="logits"),
+        layers.Activation("softmax", name="probabilities"),
+    ]
+
+
+def build_keras_model(preset, input_shape, num_classes, config=TransferConfig(), weights="imagenet"):
+    """[0, 1] pictures -> enlarged -> the application's own preprocessing -> frozen base -> head.
+    Returns (model, base). weights=None builds it untrained, without the network (tests)."""
+    import keras
+    from keras import layers
+
+    class_name = KERAS_PRESETS[preset][0]
+    if weights == "imagenet":
+        check_weights_reachable(preset, config.connect_timeout)
+    size = config.base_input_size
+    try:
+        base = getattr(keras.applications, class_name)(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+    except Exception as error:  # urllib, SSL, socket, a truncated file: all mean "no weights"
+        raise TransferUnavailable(f"{preset}'s ImageNet weights could not be downloaded ({type(error).__name__}: {error}); "
+                                  "use --preset mobilenet_v2_tflite (offline) instead.") from error
+    base.trainable = False
+    inputs = keras.Input(tuple(input_shape))
+    x = layers.Resizing(size, size, name="enlarge")(inputs) if tuple(input_shape[:2]) != (size, size) else inputs
+    x = _preprocess_layer(preset, input_shape[-1])(x)
+    x = base(x, training=False)
+    for layer in _head_layers(num_classes, config):  # at the top level, where get_layer finds them
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"transfer_{preset}"), base
+
+
+def check_weights_reachable(preset, timeout=3.0):
+    """Fail at once, plainly, when the weights are not cached and their server cannot be reached,
+    instead of letting Keras wait on the network."""
+    weights_file = KERAS_PRESETS[preset][1]
+    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / weights_file
+    if not cached.exists() and not reachable(WEIGHTS_HOST, 443, timeout):
+        raise TransferUnavailable(f"The {preset} preset needs ImageNet weights from {WEIGHTS_HOST} and this machine is offline; "
+                                  "use --preset mobilenet_v2_tflite (the bundled MobileNetV2, offline) instead.")
+
+
+def reachable(host, port, timeout):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def open_interpreter(model_path, num_threads=1, preserve_all_tensors=False):
+    """A LiteRT (TFLite) interpreter with its tensors allocated; ValueError/RuntimeError if unusable."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # older set-ups: the interpreter that ships with TensorFlow
+        from tensorflow.lite import Interpreter
+    with warnings.catch_warnings():
+        # It warns that keeping every tensor costs memory: MobileNetV2's come to a few MB.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads,
+                                  experimental_preserve_all_tensors=preserve_all_tensors)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def copy_extractor(run_dir, target_dir):
+    """Copy a TFLite run's extractor (extractor.json and its .tflite) into a bundle folder; no-op otherwise."""
+    spec_path = Path(run_dir) / EXTRACTOR_FILE
+    if spec_path.exists():
+        for name in (EXTRACTOR_FILE, json.loads(spec_path.read_text())["file"]):
+            shutil.copyfile(Path(run_dir) / name, Path(target_dir) / name)
+
+
+def features_description(run_dir, preset):
+    """What a model's "features" layer is, in one sentence (bundle.json; the Model tab shows it)."""
+    spec_path = Path(run_dir) / EXTRACTOR_FILE
+    head = "the trained head's Dense layer (\"features\") on top"
+    if spec_path.exists():
+        return f"{json.loads(spec_path.read_text())['description']}; {head}"
+    if preset in KERAS_PRESETS:
+        return f"keras.applications {KERAS_PRESETS[preset][0]} with ImageNet weights, frozen (average-pooled); {head}"
+    return "the CNN's own penultimate layer, trained from scratch on these pictures"
+
+
+class TFLiteFeatures:
+    """A TFLite ImageNet model's average-pool tensor as features of [0, 1] pictures of any size.
+
+    Each picture is enlarged (bilinear) to the model's input size; grayscale is repeated to RGB.
+    The tensor is an intermediate one, so the interpreter keeps all tensors after invoke.
+    """
+
+    def __init__(self, model_path, tensor_name=None, num_threads=2):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise TransferUnavailable(f"No TFLite model at {self.model_path}; the offline transfer preset needs the "
+                                      f"bundled {TFLITE_FILE_NAME} (the data folder's imagenet-models/).")
+        try:
+            self._interpreter = open_interpreter(self.model_path, num_threads, preserve_all_tensors=True)
+        except (ValueError, RuntimeError) as error:
+            raise TransferUnavailable(f"{self.model_path} is not a usable TFLite model: {error}") from error
+        self._input = self._interpreter.get_input_details()[0]
+        self.input_size = int(self._input["shape"][1])
+        pooled = [d for d in self._interpreter.get_tensor_details()
+                  if (d["name"] == tensor_name if tensor_name else "avgpool" in d["name"].lower()) and len(d["shape"]) == 4]
+        if not pooled:
+            raise TransferUnavailable(f"{self.model_path} has no average-pool tensor to take features from.")
+        self._pooled = pooled[0]
+        self.tensor_name = self._pooled["name"]
+        self.width = int(self._pooled["shape"][-1])
+
+    @classmethod
+    def from_config(cls, config):
+        if not config.tflite_model:
+            raise TransferUnavailable(f"The mobilenet_v2_tflite preset needs the bundled {TFLITE_FILE_NAME}: "
+                                      "give the data folder that holds imagenet-models/ (--data-dir).")
+        return cls(config.tflite_model)
+
+    @classmethod
+    def load_beside(cls, directory):
+        """The extractor a run or bundle folder names in extractor.json (its own copy of the .tflite)."""
+        spec = json.loads((Path(directory) / EXTRACTOR_FILE).read_text())
+        return cls(Path(directory) / spec["file"], spec["tensor"])
+
+    def save_beside(self, directory):
+        """Copy the .tflite into `directory` and say there which tensor is the features."""
+        shutil.copyfile(self.model_path, Path(directory) / self.model_path.name)
+        spec = {"kind": "tflite", "file": self.model_path.name, "tensor": self.tensor_name, "width": self.width,
+                "input_size": self.input_size, "description": self.description()}
+        (Path(directory) / EXTRACTOR_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+
+    def description(self):
+        return (f"the {self.width}-wide average pool of {self.model_path.name} (ImageNet-pretrained, frozen; pictures "
+                f"enlarged to {self.input_size}x{self.input_size})")
+
+    def features(self, x):
+        """(n, h, w, c) pictures in [0, 1] (or uint8) -> (n, width) float32."""
+        x = np.asarray(x)
+        pixels = x if x.dtype == np.uint8 else np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        scale, zero_point = self._pooled["quantization"]
+        out = np.empty((len(pixels), self.width), np.float32)
+        for row, picture in enumerate(pixels):
+            self._interpreter.set_tensor(self._input["index"], self._to_input(picture)[None])
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._pooled["index"]).reshape(-1).astype(np.float32)
+            out[row] = (raw - zero_point) * scale if scale else raw
+        return out
+
+    def _to_input(self, picture):
+        if picture.shape[-1] == 1:
+            picture = np.repeat(picture, 3, axis=-1)
+        size = self.input_size
+        if picture.shape[:2] != (size, size):
+            picture = np.asarray(Image.fromarray(picture).resize((size, size), Image.Resampling.BILINEAR))
+        if self._input["dtype"] == np.uint8:
+            return picture
+        return (picture.astype(np.float32) / 127.5 - 1.0).astype(self._input["dtype"])  # float MobileNets take [-1, 1]
+
+
+class TransferExtractor:
+    """The TFLite features, then the head's [features, logits, probabilities]: what
+    classifier.embedding.embed calls, as it calls a Keras feature model."""
+
+    def __init__(self, features, head_extractor):
+        self.extractor, self.head = features, head_extractor
+
+    def predict_on_batch(self, x):
+        return self.head.predict_on_batch(self.extractor.features(x))
+
+    def predict(self, x, batch_size=512, verbose=0):
+        return self.head.predict(self.extractor.features(x), batch_size=batch_size, verbose=verbose)
+
+
+def _features_with_flips(extractor, x, y, flips):
+    features = extractor.features(x)
+    if not flips:
+        return features, y
+    return np.concatenate([features, extractor.features(x[:, :, ::-1])]), np.concatenate([y, y])
+
+
+def _fit(model, x_train, y_train, x_val, y_val, num_classes, epochs, learning_rate, config, verbose):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
+    eye = np.eye(num_classes, dtype=np.float32)
+    fit = model.fit(x_train, eye[y_train], validation_data=(x_val, eye[y_val]), epochs=epochs,
+                    batch_size=config.batch_size, shuffle=True, verbose=verbose)
+    return {name: [float(v) for v in values] for name, values in fit.history.items()}
+
+
+def _preprocess_layer(preset, channels):
+    """The application's preprocess_input on [0, 1] pixels, as one fixed 1x1 convolution saved with
+    the model (no Lambda: a .keras file then loads without unsafe deserialisation). Grayscale goes to
+    all three channels. mobilenet_v2: x * 2 - 1. resnet50 ("caffe"): x * 255, RGB -> BGR, minus
+    ImageNet's BGR means."""
+    import keras
+
+    if preset == "mobilenet_v2":
+        mixing, bias = 2.0 * np.eye(3, dtype=np.float32), -np.ones(3, np.float32)
+    else:
+        mixing, bias = 255.0 * np.eye(3, dtype=np.float32)[:, ::-1], -np.array([103.939, 116.779, 123.68], np.float32)
+    if channels == 1:
+        mixing = mixing.sum(axis=0, keepdims=True)
+    layer = keras.layers.Conv2D(3, 1, name="preprocess", trainable=False)
+    layer.build((None, None, None, channels))
+    layer.set_weights([mixing.reshape(1, 1, channels, 3), bias])
+    return layer
+
+
+def _as_float(x):
+    from classifier.images import to_float
+
+    return to_float(x) if x.dtype == np.uint8 else x
