@@ -1,61 +1,67 @@
-"""The prediction log: one SQLite row per upload, durable, safe to share between threads.
+"""The prediction log: one row per upload, durable, safe to share between threads, and between
+app processes when it lives in PostgreSQL.
 
-    log = PredictionLog("monitoring.sqlite")
+    log = PredictionLog("monitoring.sqlite")                 # or "postgresql://app@db:5432/honest"
     row_id = log.append({**upload_metrics(image, probabilities, reference), "answer": "dog", "answered_by": "cnn",
                          "ood": False, "image": image})
     log.tag(row_id, "cat")          # the user's correction
     log.recent(10), log.window(last=100), log.count()
 
-Why these choices: WAL mode lets the dashboard read while uploads are written, and with
-synchronous=NORMAL a commit costs no fsync (a power cut may lose the last few uploads, never
-corrupt the file). Each thread gets its own connection (Gradio answers in a thread pool) and waits
-on a busy timeout instead of failing when another writer holds the lock. Time is stored as UTC
-seconds since the epoch (REAL), indexed, as is (class, time): the queries the dashboard makes.
-Thumbnails and colour histograms live in a table of their own, so that the over-time aggregates
-scan 60-byte rows, not 3-kilobyte ones.
+Why these choices: one SQLAlchemy Core code path over either database (storage). On SQLite, WAL
+mode lets the dashboard read while uploads are written, and with synchronous=NORMAL a commit
+costs no fsync (a power cut may lose the last few uploads, never corrupt the file); writers wait
+on a busy timeout instead of failing. On PostgreSQL the tables sit in the schema "monitoring" and
+every replica writes and reads the same rows, so all show one dashboard. Time is stored as UTC
+seconds since the epoch (double precision), indexed, as is (class, time): the queries the
+dashboard makes. Thumbnails and colour histograms live in a table of their own, so that the
+over-time aggregates scan 60-byte rows, not 3-kilobyte ones.
 """
 
 import io
 import math
-import sqlite3
-import threading
-from contextlib import contextmanager
 import time as clock
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 from PIL import Image
+
+import storage
 
 ANSWERED_BY = ("cnn", "fallback", "refused")
 THUMBNAIL_SIDE = 32
 WINDOW_COLUMNS = ("id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer", "ood")
+ROW_COLUMNS = ("time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "ood", "tag", "answer")
 
-SCHEMA = """
--- predicted_class and confidence are the CNN's own (it measures every upload, refused ones too);
--- answer is what the person was told (NULL: refused), answered_by the stage that told it.
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    predicted_class TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    entropy REAL NOT NULL,
-    histogram_distance REAL,
-    answered_by TEXT NOT NULL,
-    ood INTEGER NOT NULL,
-    tag TEXT,
-    answer TEXT
-);
-CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
-CREATE INDEX IF NOT EXISTS predictions_class_time ON predictions (predicted_class, time);
--- Blobs apart, so that the predictions table stays ~60 bytes a row and scanning it is cheap.
-CREATE TABLE IF NOT EXISTS pictures (
-    id INTEGER PRIMARY KEY REFERENCES predictions (id),
-    histogram BLOB,
-    thumbnail BLOB
-);
-"""
+METADATA = sa.MetaData()
+# predicted_class and confidence are the CNN's own (it measures every upload, refused ones too);
+# answer is what the person was told (NULL: refused), answered_by the stage that told it.
+PREDICTIONS = sa.Table(
+    "predictions", METADATA,
+    # INTEGER PRIMARY KEY is SQLite's row id (as in logs written before); BIGSERIAL on PostgreSQL.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("time", sa.Double(), nullable=False),
+    sa.Column("predicted_class", sa.Text(), nullable=False),
+    sa.Column("confidence", sa.Double(), nullable=False),
+    sa.Column("entropy", sa.Double(), nullable=False),
+    sa.Column("histogram_distance", sa.Double()),
+    sa.Column("answered_by", sa.Text(), nullable=False),
+    sa.Column("ood", sa.Integer(), nullable=False),
+    sa.Column("tag", sa.Text()),
+    sa.Column("answer", sa.Text()),
+    sa.Index("predictions_time", "time"),
+    sa.Index("predictions_class_time", "predicted_class", "time"),
+)
+# Blobs apart, so that the predictions table stays ~60 bytes a row and scanning it is cheap.
+PICTURES = sa.Table(
+    "pictures", METADATA,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.ForeignKey(PREDICTIONS.c.id), primary_key=True,
+              autoincrement=False),
+    sa.Column("histogram", sa.LargeBinary()),
+    sa.Column("thumbnail", sa.LargeBinary()),
+)
 
 
 class LogError(RuntimeError):
@@ -109,67 +115,49 @@ class PredictionRecord:
 
 
 class PredictionLog:
-    def __init__(self, path="monitoring.sqlite", busy_timeout_s=10.0):
-        self.path = Path(path)
+    def __init__(self, target="monitoring.sqlite", busy_timeout_s=10.0):
+        """`target`: a SQLite file, or a PostgreSQL URL that several app processes share."""
+        self.target = str(target)
         self.busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._connections = {}  # thread -> its connection
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors("open"):
-            connection = self._connection()
-            # Bigger pages hold three 2.5 kB thumbnails where 4 kB pages hold one (no effect on an
-            # existing file).
-            connection.execute("PRAGMA page_size = 8192")
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(predictions)")}
-            if "answer" not in columns:  # a log written before answers were kept apart
-                connection.execute("ALTER TABLE predictions ADD COLUMN answer TEXT")
+            self.engine = storage.open_engine(self.target, schema="monitoring", synchronous="NORMAL",
+                                              busy_timeout_s=busy_timeout_s)
+            storage.create_tables(self.engine, METADATA)
+            if self.engine.dialect.name == "sqlite":  # a log file written before answers were kept apart
+                with self.engine.begin() as connection:
+                    if "answer" not in {column["name"] for column in sa.inspect(connection).get_columns("predictions")}:
+                        connection.execute(sa.text("ALTER TABLE predictions ADD COLUMN answer TEXT"))
 
     def append(self, record):
         """Log one prediction; returns its row id."""
-        prediction, picture = PredictionRecord.coerce(record).row()
-        with self._errors("write to"):
-            connection = self._connection()
-            # IMMEDIATE takes the write lock first, so two writers wait in turn instead of deadlocking.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row_id = connection.execute(
-                    "INSERT INTO predictions (time, predicted_class, confidence, entropy, histogram_distance,"
-                    " answered_by, ood, tag, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", prediction).lastrowid
-                if picture != (None, None):
-                    connection.execute("INSERT INTO pictures (id, histogram, thumbnail) VALUES (?, ?, ?)", (row_id, *picture))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+        prediction, (histogram, thumbnail) = PredictionRecord.coerce(record).row()
+        with self._errors("write to"), self.engine.begin() as connection:
+            row_id = connection.execute(sa.insert(PREDICTIONS).values(dict(zip(ROW_COLUMNS, prediction)))).inserted_primary_key[0]
+            if (histogram, thumbnail) != (None, None):
+                connection.execute(sa.insert(PICTURES).values(id=row_id, histogram=histogram, thumbnail=thumbnail))
         return row_id
 
     def tag(self, row_id, label):
         """Attach feedback (e.g. the class the user says it is) to a logged upload; None clears it."""
-        with self._errors("write to"):
-            cursor = self._connection().execute(
-                "UPDATE predictions SET tag = ? WHERE id = ?", (None if label is None else str(label), int(row_id)))
-        if cursor.rowcount == 0:
+        with self._errors("write to"), self.engine.begin() as connection:
+            updated = connection.execute(sa.update(PREDICTIONS).where(PREDICTIONS.c.id == int(row_id))
+                                         .values(tag=None if label is None else str(label))).rowcount
+        if updated == 0:
             raise ValueError(f"No logged prediction has id {row_id}.")
 
     def count(self):
-        with self._errors("read"):
-            return self._connection().execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        return self._read(sa.select(sa.func.count()).select_from(PREDICTIONS))[0][0]
 
     def recent(self, n=10):
         """The last n uploads, newest first, as dicts; `image` is the decoded thumbnail (or None)."""
-        with self._errors("read"):
-            cursor = self._connection().execute(
-                "SELECT id, time, predicted_class, confidence, entropy, histogram_distance, answered_by, answer, ood,"
-                " tag, thumbnail FROM predictions LEFT JOIN pictures USING (id) ORDER BY id DESC LIMIT ?", (int(n),))
-            rows = cursor.fetchall()
-        names = [column[0] for column in cursor.description]
+        names = ["id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer",
+                 "ood", "tag"]
+        query = (sa.select(*[PREDICTIONS.c[name] for name in names], PICTURES.c.thumbnail)
+                 .select_from(PREDICTIONS.outerjoin(PICTURES, PICTURES.c.id == PREDICTIONS.c.id))
+                 .order_by(PREDICTIONS.c.id.desc()).limit(int(n)))
         uploads = []
-        for row in rows:
-            upload = dict(zip(names, row))
+        for row in self._read(query):
+            upload = dict(zip(names + ["thumbnail"], row))
             upload["ood"] = bool(upload["ood"])
             upload["utc"] = datetime.fromtimestamp(upload["time"], timezone.utc).isoformat(timespec="seconds")
             upload["image"] = decode_png(upload.pop("thumbnail"))
@@ -179,24 +167,19 @@ class PredictionLog:
     def window(self, last=None, since=None, until=None, histograms=False):
         """Columns (numpy arrays, oldest first) of the last `last` uploads and/or those logged in
         [since, until) (UTC seconds). With histograms=True also "colour_histogram", (n, values)."""
-        columns = list(WINDOW_COLUMNS) + (["histogram"] if histograms else [])
-        where, parameters = [], []
+        selected = [PREDICTIONS.c[name] for name in WINDOW_COLUMNS]
+        source = PREDICTIONS
+        if histograms:
+            selected.append(PICTURES.c.histogram)
+            source = PREDICTIONS.outerjoin(PICTURES, PICTURES.c.id == PREDICTIONS.c.id)
+        query = sa.select(*selected).select_from(source).order_by(PREDICTIONS.c.id.desc())
         if since is not None:
-            where.append("time >= ?")
-            parameters.append(float(since))
+            query = query.where(PREDICTIONS.c.time >= float(since))
         if until is not None:
-            where.append("time < ?")
-            parameters.append(float(until))
-        query = f"SELECT {', '.join(columns)} FROM predictions" + (" LEFT JOIN pictures USING (id)" if histograms else "")
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY id DESC"
+            query = query.where(PREDICTIONS.c.time < float(until))
         if last is not None:
-            query += " LIMIT ?"
-            parameters.append(int(last))
-        with self._errors("read"):
-            rows = self._connection().execute(query, parameters).fetchall()[::-1]
-        return _columns(rows, columns)
+            query = query.limit(int(last))
+        return _columns(self._read(query)[::-1], list(WINDOW_COLUMNS) + (["histogram"] if histograms else []))
 
     def timeline(self, buckets=60, history=50_000):
         """Per-class means over time of the last `history` uploads, in `buckets` equal time spans,
@@ -205,29 +188,27 @@ class PredictionLog:
         Returns (bucket start times, {"class": [...], "bucket": [...], "confidence": [...],
         "entropy": [...], "count": [...]}) with one entry per (class, bucket) that has uploads.
         """
-        with self._errors("read"):
-            connection = self._connection()
-            last_id = connection.execute("SELECT MAX(id) FROM predictions").fetchone()[0]
+        names = ["class", "bucket", "confidence", "entropy", "count"]
+        with self._errors("read"), self.engine.connect() as connection:
+            last_id = connection.execute(sa.select(sa.func.max(PREDICTIONS.c.id))).scalar()
             if last_id is None:
-                return np.zeros(0), _columns([], ["class", "bucket", "confidence", "entropy", "count"])
-            first_id = last_id - int(history)
+                return np.zeros(0), _columns([], names)
+            recent = PREDICTIONS.c.id > last_id - int(history)
             start, end = connection.execute(
-                "SELECT MIN(time), MAX(time) FROM predictions WHERE id > ?", (first_id,)).fetchone()
+                sa.select(sa.func.min(PREDICTIONS.c.time), sa.func.max(PREDICTIONS.c.time)).where(recent)).one()
             # At least a minute a bucket, so that a log of a few seconds still has a time axis.
             width = max((end - start) / buckets, 60.0)
+            index = storage.floor_integer((PREDICTIONS.c.time - start) / width)
+            bucket = sa.case((index > buckets - 1, buckets - 1), else_=index).label("bucket")
+            # Grouped by the output name: PostgreSQL would not match the expression's parameters.
             rows = connection.execute(
-                "SELECT predicted_class, MIN(CAST((time - ?) / ? AS INTEGER), ?) AS bucket,"
-                " AVG(confidence), AVG(entropy), COUNT(*) FROM predictions WHERE id > ?"
-                " GROUP BY predicted_class, bucket ORDER BY bucket",
-                (start, width, buckets - 1, first_id)).fetchall()
-        return start + width * np.arange(buckets), _columns(rows, ["class", "bucket", "confidence", "entropy", "count"])
+                sa.select(PREDICTIONS.c.predicted_class, bucket, sa.func.avg(PREDICTIONS.c.confidence),
+                          sa.func.avg(PREDICTIONS.c.entropy), sa.func.count())
+                .where(recent).group_by(PREDICTIONS.c.predicted_class, sa.text("bucket")).order_by(sa.text("bucket"))).all()
+        return start + width * np.arange(buckets), _columns(rows, names)
 
     def close(self):
-        with self._lock:
-            for connection in self._connections.values():
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self.engine.dispose()
 
     def __enter__(self):
         return self
@@ -235,30 +216,16 @@ class PredictionLog:
     def __exit__(self, *exc):
         self.close()
 
-    def _connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            # check_same_thread=False only so that close() may close every thread's connection;
-            # each connection is used by the thread that opened it.
-            connection = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            self._local.connection = connection
-            with self._lock:
-                # Threads come and go (a server's worker pool shrinks when idle): close the
-                # connections of finished threads so that file handles do not pile up.
-                for thread in [t for t in self._connections if not t.is_alive()]:
-                    self._connections.pop(thread).close()
-                self._connections[threading.current_thread()] = connection
-        return connection
+    def _read(self, query):
+        with self._errors("read"), self.engine.connect() as connection:
+            return connection.execute(query).all()
 
     @contextmanager
     def _errors(self, action):
         try:
             yield
-        except sqlite3.Error as error:
-            raise LogError(f"Could not {action} the prediction log {self.path}: {error}.") from error
+        except storage.database_errors() as error:
+            raise LogError(f"Could not {action} the prediction log {storage.describe(self.target)}: {storage.error_text(error)}.") from error
 
 
 def thumbnail_png(image):

@@ -1,6 +1,6 @@
 """Users' corrections as votes, reviewed before any retraining uses them.
 
-    store = CorrectionStore("state/corrections.sqlite")
+    store = CorrectionStore("state/corrections.sqlite", class_names)   # or a postgresql:// URL
     vote = store.vote(png, picture_hash, "ship", answer="airplane", answered_by="fallback", voter=v, session=s)
     store.pending(); store.review(vote_id, accept=True, reviewer="admin")
     store.export("folder", accepted_only=True)     # <label>/<hash>.png, what pipeline.build --feedback trains on
@@ -9,47 +9,53 @@ Rules:
 - A vote never overwrites another: each keeps the proposed label, the app's answer and who answered,
   when, and a pseudonymous voter (a salted hash of the client's address) with the session; votes
   for different labels on one picture stay side by side until a reviewer settles them.
-- One vote per picture per voter: a second one is refused, so one visitor cannot stuff the ballot.
+- One vote per picture per voter: a second one is refused, so one visitor cannot stuff the ballot
+  (a unique key, so that two replicas taking the same visitor's votes at once refuse one too).
 - A picture is kept once, by the hash of the uploaded file (two files that differ in a few pixels
   are two pictures), as a PNG no larger than the app's correction copy.
-- Crash-safe: the picture and its vote are written in one SQLite transaction, synchronous=FULL,
-  so a vote the visitor was told is saved survives a kill -9, and there is never a vote without
-  its picture or a picture without a vote.
+- Crash-safe: the picture and its vote are written in one transaction (SQLite with
+  synchronous=FULL; PostgreSQL commits durably by default), so a vote the visitor was told is
+  saved survives a kill -9, and there is never a vote without its picture or a picture without a vote.
+- One store for many app processes: on PostgreSQL (tables in the schema "corrections") every
+  replica writes to and reviews one queue.
 """
 
-import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+import storage
 from classifier.atomic import write_bytes_atomic
 
 STATUSES = ("pending", "accepted", "rejected")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS pictures (
-    hash TEXT PRIMARY KEY,
-    png BLOB NOT NULL,
-    first_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS votes (
-    id INTEGER PRIMARY KEY,
-    picture TEXT NOT NULL REFERENCES pictures (hash),
-    label TEXT NOT NULL,
-    answer TEXT,
-    answered_by TEXT NOT NULL,
-    time REAL NOT NULL,
-    voter TEXT NOT NULL,
-    session TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
-    reviewer TEXT,
-    reviewed_at REAL,
-    UNIQUE (picture, voter)
-);
-CREATE INDEX IF NOT EXISTS votes_status ON votes (status, time);
-"""
+METADATA = sa.MetaData()
+PICTURES = sa.Table(
+    "pictures", METADATA,
+    sa.Column("hash", sa.Text(), primary_key=True),
+    sa.Column("png", sa.LargeBinary(), nullable=False),
+    sa.Column("first_seen", sa.Double(), nullable=False),
+)
+VOTES = sa.Table(
+    "votes", METADATA,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("picture", sa.Text(), sa.ForeignKey(PICTURES.c.hash), nullable=False),
+    sa.Column("label", sa.Text(), nullable=False),
+    sa.Column("answer", sa.Text()),
+    sa.Column("answered_by", sa.Text(), nullable=False),
+    sa.Column("time", sa.Double(), nullable=False),
+    sa.Column("voter", sa.Text(), nullable=False),
+    sa.Column("session", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False, server_default="pending"),
+    sa.Column("reviewer", sa.Text()),
+    sa.Column("reviewed_at", sa.Double()),
+    sa.UniqueConstraint("picture", "voter"),
+    sa.Index("votes_status", "status", "time"),
+)
+VOTE_COLUMNS = ("id", "picture", "label", "answer", "answered_by", "time", "voter", "session", "status", "reviewer", "reviewed_at")
 
 
 class CorrectionError(ValueError):
@@ -72,79 +78,74 @@ class Vote:
 
 
 class CorrectionStore:
-    def __init__(self, path, class_names, busy_timeout_s=10.0):
-        self.path = Path(path)
+    def __init__(self, target, class_names, busy_timeout_s=10.0):
+        """`target`: a SQLite file, or a PostgreSQL URL that several app processes share."""
+        self.target = str(target)
+        self.path = None if storage.is_postgresql(self.target) else Path(self.target)  # the SQLite file, if one
         self.class_names = tuple(class_names)
-        self.busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors("open"):
-            connection = self._connection()
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
+            # FULL: a commit is on disk before the visitor is told the vote is saved.
+            self.engine = storage.open_engine(self.target, schema="corrections", synchronous="FULL",
+                                              busy_timeout_s=busy_timeout_s)
+            storage.create_tables(self.engine, METADATA)
 
     def vote(self, png, picture_hash, label, answer, answered_by, voter, session):
         """Store one vote (and the picture, the first time it is voted on); returns the Vote."""
         if not isinstance(label, str) or label not in self.class_names:
             raise CorrectionError(f"Unknown label {label!r}; choose one of: {', '.join(self.class_names)}.")
         now = time.time()
-        with self._transaction() as connection:
-            # ON CONFLICT, not OR IGNORE: a picture without its PNG must fail, not be skipped.
-            connection.execute("INSERT INTO pictures (hash, png, first_seen) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
-                               (picture_hash, png, now))
-            try:
-                row_id = connection.execute(
-                    "INSERT INTO votes (picture, label, answer, answered_by, time, voter, session) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (picture_hash, label, answer, answered_by, now, voter, session)).lastrowid
-            except sqlite3.IntegrityError as error:
-                if "UNIQUE" not in str(error):
-                    raise  # a missing field is our bug, not the visitor's second vote
+        values = dict(picture=picture_hash, label=label, answer=answer, answered_by=answered_by, time=now, voter=voter,
+                      session=session)
+        try:
+            with self._errors("write to"), self.engine.begin() as connection:
+                # DO NOTHING on a known picture only: a picture without its PNG must fail, not be skipped.
+                storage.insert_ignoring_duplicates(connection, PICTURES, dict(hash=picture_hash, png=png, first_seen=now),
+                                                   key=["hash"])
+                row_id = connection.execute(sa.insert(VOTES).values(values)).inserted_primary_key[0]
+        except CorrectionError as error:
+            if isinstance(error.__cause__, sa.exc.IntegrityError) and storage.is_duplicate(error.__cause__):
                 raise CorrectionError("You already sent a correction for this picture; thank you, it is waiting for review.") from None
-        return Vote(row_id, picture_hash, label, answer, answered_by, now, voter, session, "pending")
+            raise  # a missing field is our bug, not the visitor's second vote
+        return Vote(row_id, status="pending", **values)
 
-    def votes(self, status=None, picture=None, limit=None):
-        """Votes, oldest first, optionally of one status or one picture."""
-        where, parameters = [], []
+    def votes(self, status=None, picture=None, limit=None, vote_id=None):
+        """Votes, oldest first, optionally of one status, one picture or one id."""
+        query = sa.select(*[VOTES.c[name] for name in VOTE_COLUMNS]).order_by(VOTES.c.id)
         if status is not None:
-            where.append("status = ?")
-            parameters.append(status)
+            query = query.where(VOTES.c.status == status)
         if picture is not None:
-            where.append("picture = ?")
-            parameters.append(picture)
-        query = "SELECT id, picture, label, answer, answered_by, time, voter, session, status, reviewer, reviewed_at FROM votes"
-        query += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+            query = query.where(VOTES.c.picture == picture)
+        if vote_id is not None:
+            query = query.where(VOTES.c.id == int(vote_id))
         if limit is not None:
-            query += f" LIMIT {int(limit)}"
-        with self._errors("read"):
-            return [Vote(*row) for row in self._connection().execute(query, parameters).fetchall()]
+            query = query.limit(int(limit))
+        return [Vote(*row) for row in self._read(query)]
 
     def pending(self, limit=None):
         return self.votes("pending", limit=limit)
 
     def picture(self, picture_hash):
         """The stored PNG bytes of a picture, or None."""
-        with self._errors("read"):
-            row = self._connection().execute("SELECT png FROM pictures WHERE hash = ?", (picture_hash,)).fetchone()
-        return None if row is None else row[0]
+        rows = self._read(sa.select(PICTURES.c.png).where(PICTURES.c.hash == picture_hash))
+        return bytes(rows[0][0]) if rows else None
 
     def review(self, vote_id, accept, reviewer="admin"):
         """Accept or reject one vote; returns the updated Vote."""
         status = "accepted" if accept else "rejected"
-        with self._transaction() as connection:
-            cursor = connection.execute("UPDATE votes SET status = ?, reviewer = ?, reviewed_at = ? WHERE id = ?",
-                                        (status, str(reviewer), time.time(), int(vote_id)))
-            if cursor.rowcount == 0:
-                raise CorrectionError(f"No vote has id {vote_id}.")
+        with self._errors("write to"), self.engine.begin() as connection:
+            updated = connection.execute(sa.update(VOTES).where(VOTES.c.id == int(vote_id)).values(
+                status=status, reviewer=str(reviewer), reviewed_at=time.time())).rowcount
+        if updated == 0:
+            raise CorrectionError(f"No vote has id {vote_id}.")
         return self.votes_by_id(vote_id)
 
     def votes_by_id(self, vote_id):
-        found = [v for v in self.votes() if v.id == int(vote_id)]
+        found = self.votes(vote_id=vote_id)
         return found[0] if found else None
 
     def counts(self):
-        with self._errors("read"):
-            rows = self._connection().execute("SELECT status, COUNT(*) FROM votes GROUP BY status").fetchall()
-        return {status: 0 for status in STATUSES} | dict(rows)
+        rows = self._read(sa.select(VOTES.c.status, sa.func.count()).group_by(VOTES.c.status))
+        return {status: 0 for status in STATUSES} | {status: count for status, count in rows}
 
     def export(self, folder, accepted_only=True):
         """Write the pictures to train on as <label>/<hash>.png under `folder`; returns a report.
@@ -170,40 +171,17 @@ class CorrectionStore:
         return {"pictures": written, "conflicting": conflicts, "accepted_only": accepted_only}
 
     def close(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self.engine.dispose()
 
     # ------------------------------------------------------------------ internals
 
-    def _connection(self):
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-            # FULL: a commit is on disk before the visitor is told the vote is saved.
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            connection.execute("PRAGMA foreign_keys = ON")
-            self._local.connection = connection
-        return connection
-
-    @contextmanager
-    def _transaction(self):
-        with self._errors("write to"):
-            connection = self._connection()
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+    def _read(self, query):
+        with self._errors("read"), self.engine.connect() as connection:
+            return connection.execute(query).all()
 
     @contextmanager
     def _errors(self, action):
         try:
             yield
-        except sqlite3.Error as error:
-            raise CorrectionError(f"Could not {action} the corrections store: {error}.") from error
+        except storage.database_errors() as error:
+            raise CorrectionError(f"Could not {action} the corrections store {storage.describe(self.target)}: {storage.error_text(error)}.") from error

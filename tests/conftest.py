@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data_dir import resolve_data_dir
+from tests.postgres_server import postgres_server, store_target  # noqa: F401  (fixtures: a throwaway PostgreSQL)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,9 +1,13 @@
+"""The prediction log on both back ends: every test taking `store_target` runs on a fresh SQLite
+file and on a fresh database of a real PostgreSQL server (tests/postgres_server.py)."""
+
 import sqlite3
 import threading
 
 import numpy as np
 import pytest
 
+import storage
 from monitoring import metrics
 from monitoring.log import LogError, PredictionLog
 
@@ -18,9 +22,9 @@ def record(image, predicted_class="cat", confidence=0.8, answered_by="cnn", **ex
     }
 
 
-def test_append_recent_tag_and_count(tmp_path, pictures):
+def test_append_recent_tag_and_count(store_target, pictures):
     images = pictures[:12]
-    with PredictionLog(tmp_path / "log.sqlite") as log:
+    with PredictionLog(store_target) as log:
         ids = [log.append(record(image, confidence=0.5 + i / 100)) for i, image in enumerate(images)]
         assert log.count() == 12
         log.tag(ids[3], "dog")
@@ -33,9 +37,9 @@ def test_append_recent_tag_and_count(tmp_path, pictures):
         assert [row["tag"] for row in log.recent(12) if row["id"] == ids[3]] == ["dog"]
 
 
-def test_concurrent_writers_lose_no_rows(tmp_path, pictures):
+def test_concurrent_writers_lose_no_rows(store_target, pictures):
     images = pictures
-    log = PredictionLog(tmp_path / "log.sqlite", busy_timeout_s=30)
+    log = PredictionLog(store_target, busy_timeout_s=30)
     threads, per_thread, errors = 8, 100, []
 
     def write(thread):
@@ -59,8 +63,8 @@ def test_concurrent_writers_lose_no_rows(tmp_path, pictures):
     log.close()
 
 
-def test_a_reopened_database_keeps_everything(tmp_path, pictures):
-    path = tmp_path / "log.sqlite"
+def test_a_reopened_database_keeps_everything(store_target, pictures):
+    path = store_target
     images = pictures[:30]
     log = PredictionLog(path)
     ids = [log.append(record(image, answered_by="refused" if i % 3 == 0 else "cnn", ood=i % 3 == 0, time=1_700_000_000 + i))
@@ -95,9 +99,9 @@ def test_wal_mode_and_the_dashboard_queries_use_indexes(tmp_path, pictures):
     connection.close()
 
 
-def test_window_and_timeline(tmp_path, pictures):
+def test_window_and_timeline(store_target, pictures):
     images = np.concatenate([pictures, pictures])[:40]
-    with PredictionLog(tmp_path / "log.sqlite") as log:
+    with PredictionLog(store_target) as log:
         for i, image in enumerate(images):
             log.append(record(image, predicted_class="cat" if i % 2 else "dog", confidence=i / 40, time=1000.0 + i))
         assert len(log.window(last=7)["id"]) == 7
@@ -111,11 +115,17 @@ def test_window_and_timeline(tmp_path, pictures):
         mean = np.sum(timeline["confidence"][cats] * timeline["count"][cats]) / timeline["count"][cats].sum()
         assert mean == pytest.approx(np.mean(np.arange(1, 40, 2) / 40))
         assert starts[0] == pytest.approx(1000.0)
+        # Buckets are whole minutes here (40 s of uploads): the integer part, not a rounding.
+        starts, timeline = log.timeline(buckets=60)
+        assert timeline["bucket"].tolist() == [0, 0] and timeline["count"].tolist() == [20, 20]
+        log.append(record(images[0], time=1000.0 + 59.9))
+        log.append(record(images[0], time=1000.0 + 90.0))
+        assert sorted(log.timeline(buckets=60)[1]["bucket"].tolist()) == [0, 0, 1]
 
 
-def test_bad_records_and_rows_get_clear_errors(tmp_path, pictures):
+def test_bad_records_and_rows_get_clear_errors(store_target, pictures):
     image = pictures[0]
-    with PredictionLog(tmp_path / "log.sqlite") as log:
+    with PredictionLog(store_target) as log:
         with pytest.raises(ValueError, match="answered_by"):
             log.append(record(image, answered_by="oracle"))
         with pytest.raises(ValueError, match="finite"):
@@ -139,15 +149,27 @@ def test_a_file_that_is_not_sqlite_gets_a_log_error(tmp_path):
         PredictionLog(path)
 
 
-def test_connections_of_finished_threads_are_closed(tmp_path, pictures):
-    log = PredictionLog(tmp_path / "log.sqlite")
+def test_threads_share_a_few_pooled_connections(store_target, pictures):
+    log = PredictionLog(store_target)
     for _ in range(20):
         worker = threading.Thread(target=log.append, args=(record(pictures[0]),))
         worker.start()
         worker.join()
-    log.count()  # a new connection is opened after all workers ended
-    assert log.count() == 20 and len(log._connections) <= 2
+    # Threads come and go (a server's worker pool shrinks when idle); connections do not pile up.
+    assert log.count() == 20 and log.engine.pool.checkedin() <= storage.POOL_SIZE
     log.close()
+
+
+def test_two_processes_on_one_database_show_one_log(store_target, pictures):
+    """Two replicas' logs (here two objects, each with its own connections) read each other's rows."""
+    first, second = PredictionLog(store_target), PredictionLog(store_target)
+    ids = [(first if i % 2 else second).append(record(pictures[i], time=1000.0 + i)) for i in range(10)]
+    second.tag(ids[1], "dog")  # an upload logged by the first, corrected through the second
+    for log in (first, second):
+        assert log.count() == 10 and log.window()["id"].tolist() == ids
+        assert [row["tag"] for row in log.recent(10) if row["id"] == ids[1]] == ["dog"]
+    first.close()
+    second.close()
 
 
 OLD_SCHEMA = """

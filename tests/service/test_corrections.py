@@ -1,5 +1,6 @@
 """CorrectionStore on real photos: votes side by side, review, export, one transaction per vote,
-and the export that `python -m pipeline.build --feedback` trains on."""
+and the export that `python -m pipeline.build --feedback` trains on. Tests taking `store_target`
+run on a fresh SQLite file and on a fresh database of a real PostgreSQL server."""
 
 import hashlib
 import io
@@ -36,9 +37,14 @@ def vote(store, picture, label, voter, answer="airplane", answered_by="fallback"
     return store.vote(png, picture_hash, label, answer, answered_by, voter, session)
 
 
-def table(path, query):
-    """Read the store's file with a connection of our own, as another process would."""
-    connection = sqlite3.connect(path)
+def table(target, query):
+    """Read the store with a connection of our own, as another process would."""
+    if str(target).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(target), options="-c search_path=corrections") as connection:
+            return [tuple(row) for row in connection.execute(query).fetchall()]
+    connection = sqlite3.connect(target)
     try:
         return connection.execute(query).fetchall()
     finally:
@@ -49,8 +55,8 @@ def files_under(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def test_votes_never_overwrite_each_other(tmp_path, pictures, example_photos):
-    store = CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES)
+def test_votes_never_overwrite_each_other(store_target, pictures, example_photos):
+    store = CorrectionStore(store_target, CLASS_NAMES)
     ship = pictures["container_ship"]
     first = vote(store, ship, "ship", "voter-a", answer="airplane", answered_by="cnn", session="one")
     second = vote(store, ship, "ship", "voter-b")
@@ -68,7 +74,7 @@ def test_votes_never_overwrite_each_other(tmp_path, pictures, example_photos):
         vote(store, ship, "automobile", "voter-a")
     assert [v.label for v in store.votes(picture=ship[1])] == ["ship", "ship", "airplane"]
     # The picture is kept once, byte for byte, however many votes it has.
-    assert table(store.path, "SELECT hash FROM pictures") == [(ship[1],)]
+    assert table(store.target, "SELECT hash FROM pictures") == [(ship[1],)]
     assert store.picture(ship[1]) == ship[0] and store.picture("0" * 32) is None
     with Image.open(io.BytesIO(store.picture(ship[1]))) as saved:  # the app's correction copy, lossless
         assert saved.format == "PNG" and max(saved.size) <= CORRECTION_SIDE
@@ -76,8 +82,8 @@ def test_votes_never_overwrite_each_other(tmp_path, pictures, example_photos):
     store.close()
 
 
-def test_review_accepts_and_rejects(tmp_path, pictures):
-    store = CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES)
+def test_review_accepts_and_rejects(store_target, pictures):
+    store = CorrectionStore(store_target, CLASS_NAMES)
     cat = vote(store, pictures["Siamese_cat"], "cat", "voter-a")
     dog = vote(store, pictures["Siamese_cat"], "dog", "voter-b")
     truck = vote(store, pictures["tow_truck"], "truck", "voter-a")
@@ -96,8 +102,8 @@ def test_review_accepts_and_rejects(tmp_path, pictures):
     store.close()
 
 
-def test_export_writes_accepted_pictures_or_everything_not_rejected(tmp_path, pictures):
-    store = CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES)
+def test_export_writes_accepted_pictures_or_everything_not_rejected(store_target, tmp_path, pictures):
+    store = CorrectionStore(store_target, CLASS_NAMES)
     accepted = vote(store, pictures["Siamese_cat"], "cat", "a")
     vote(store, pictures["container_ship"], "ship", "a")  # pending
     rejected = vote(store, pictures["airliner"], "bird", "a")
@@ -130,17 +136,17 @@ def test_export_writes_accepted_pictures_or_everything_not_rejected(tmp_path, pi
 
 
 @pytest.mark.parametrize("label", ["../evil", "cat/../../evil", "/etc/passwd", "", "CAT", "cat ", None, 3, "cat\x00"])
-def test_an_invalid_label_is_refused_and_nothing_is_kept(tmp_path, pictures, label):
-    store = CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES)
+def test_an_invalid_label_is_refused_and_nothing_is_kept(store_target, pictures, label):
+    store = CorrectionStore(store_target, CLASS_NAMES)
     with pytest.raises(CorrectionError, match="Unknown label .*choose one of: airplane, automobile"):
         vote(store, pictures["Siamese_cat"], label, "voter-a")
     assert store.votes() == [] and store.picture(pictures["Siamese_cat"][1]) is None
-    assert table(store.path, "SELECT COUNT(*) FROM pictures") == [(0,)]
+    assert table(store.target, "SELECT COUNT(*) FROM pictures") == [(0,)]
     store.close()
 
 
-def test_a_picture_and_its_vote_are_stored_together_or_not_at_all(tmp_path, pictures):
-    store = CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES)
+def test_a_picture_and_its_vote_are_stored_together_or_not_at_all(store_target, pictures):
+    store = CorrectionStore(store_target, CLASS_NAMES)
     ship_png, ship_hash = pictures["container_ship"]
     # The vote row fails after the picture row was inserted: the transaction takes both back.
     with pytest.raises(CorrectionError):
@@ -149,11 +155,12 @@ def test_a_picture_and_its_vote_are_stored_together_or_not_at_all(tmp_path, pict
     # A vote without its picture is refused too (the picture row is required by a foreign key).
     with pytest.raises(CorrectionError):
         store.vote(None, ship_hash, "ship", "airplane", "cnn", "voter-a", "s1")
-    assert table(store.path, "SELECT COUNT(*) FROM pictures") == [(0,)] and store.votes() == []
+    assert table(store.target, "SELECT COUNT(*) FROM pictures") == [(0,)] and store.votes() == []
     # The failures left nothing behind that blocks the real vote.
     vote(store, pictures["container_ship"], "ship", "voter-a")
     assert store.picture(ship_hash) == ship_png and len(store.votes()) == 1
-    assert table(store.path, "PRAGMA journal_mode") == [("wal",)]
+    if store.path is not None:
+        assert table(store.target, "PRAGMA journal_mode") == [("wal",)]
     store.close()
 
 
@@ -170,10 +177,10 @@ for i in range(100_000):
 """
 
 
-def test_a_writer_killed_mid_stream_leaves_no_vote_without_picture(tmp_path, pictures):
-    path, png = tmp_path / "corrections.sqlite", tmp_path / "picture.png"
+def test_a_writer_killed_mid_stream_leaves_no_vote_without_picture(store_target, tmp_path, pictures):
+    png = tmp_path / "picture.png"
     png.write_bytes(pictures["volcano"][0])
-    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(png)], cwd=REPO,
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, store_target, str(png)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
     told = []  # votes the writer was told are saved
     try:
@@ -185,23 +192,24 @@ def test_a_writer_killed_mid_stream_leaves_no_vote_without_picture(tmp_path, pic
         writer.kill()  # SIGKILL, at whatever point of a transaction it is
         writer.wait()
         writer.stdout.close()
-    store = CorrectionStore(path, CLASS_NAMES)
+    store = CorrectionStore(store_target, CLASS_NAMES)
     stored = {v.picture for v in store.votes()}
     assert {f"{i:032x}" for i in told} <= stored
-    assert table(path, "PRAGMA integrity_check") == [("ok",)]
-    assert {row[0] for row in table(path, "SELECT hash FROM pictures")} == stored  # no orphan either way
+    if store.path is not None:
+        assert table(store_target, "PRAGMA integrity_check") == [("ok",)]
+    assert {row[0] for row in table(store_target, "SELECT hash FROM pictures")} == stored  # no orphan either way
     assert all(store.picture(h) == pictures["volcano"][0] for h in list(stored)[:5])
     store.close()
 
 
-def test_concurrent_votes_from_many_threads_lose_nothing(tmp_path, pictures):
-    stores = [CorrectionStore(tmp_path / "corrections.sqlite", CLASS_NAMES) for _ in range(2)]
+def test_concurrent_votes_from_many_threads_lose_nothing(store_target, pictures):
+    stores = [CorrectionStore(store_target, CLASS_NAMES) for _ in range(2)]  # two replicas, one store
     items = list(pictures.values())
     jobs = [(item, CLASS_NAMES[i % 13], f"voter-{v}") for i, item in enumerate(items) for v in range(4)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         votes = list(pool.map(lambda job: vote(stores[job[0] % 2], *job[1]), enumerate(jobs)))
     assert len({v.id for v in votes}) == len(jobs) == len(stores[0].votes())
-    assert table(stores[0].path, "SELECT COUNT(*) FROM pictures") == [(len(items),)]
+    assert table(stores[0].target, "SELECT COUNT(*) FROM pictures") == [(len(items),)]
     # Every thread's second vote on a picture it voted on is refused, none slips through.
     errors = []
 
