@@ -1,6 +1,7 @@
 """The service layer: one upload in, one honest answer out. No Gradio here.
 
     predictor = Predictor(Bundle.load("assets"), log=PredictionLog(path))
+    # tracker=monitoring.tracking.UploadTracker("state"): each upload's metrics also go to MLflow
     prediction = predictor.predict("photo.jpg")     # raises ImageError with a plain message
 
 Corrections, limits and what a session keeps are service.public's (the page and the JSON API use it).
@@ -64,9 +65,12 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, bundle, log=None, config=PredictorConfig()):
+    def __init__(self, bundle, log=None, config=PredictorConfig(), tracker=None):
         self.bundle = bundle
         self.log = log
+        # Anything with record(metrics, answered class): monitoring.tracking.UploadTracker queues
+        # each upload for MLflow and writes it off the request path.
+        self.tracker = tracker
         self.config = config
         self.reference = None
         if bundle.monitoring_reference is not None:
@@ -148,11 +152,15 @@ class Predictor:
         return bool(score >= 0), score
 
     def _log(self, prediction):
-        if self.log is None:
+        if self.log is None and self.tracker is None:
             return None
         from monitoring import upload_metrics
 
         metrics = upload_metrics(prediction.model_input, prediction.cnn_probabilities, self.reference, self.class_names)
+        if self.tracker is not None:
+            self.tracker.record(metrics, prediction.label)
+        if self.log is None:
+            return None
         return self.log.append({
             **metrics,
             "answer": prediction.label,
