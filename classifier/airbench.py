@@ -41,6 +41,7 @@ import numpy as np
 from keras import layers, ops
 
 from classifier.airbench_config import WIDTHS, AirbenchConfig  # noqa: F401  (hyperparameters, without Keras)
+from classifier.devices import device_count
 from classifier.images import to_float
 from classifier.models import RGB_MEAN, RGB_STD
 
@@ -78,12 +79,16 @@ def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    x_val = to_float(dataset.x_val)
-    y_val = np.eye(num_classes, dtype=np.float32)[dataset.y_val]
+    # Data parallel (classifier.devices) splits every batch evenly: validation keeps a multiple
+    # of the device count (dropping at most count - 1 of its pictures) and batches like training.
+    keep = len(dataset.x_val) - len(dataset.x_val) % device_count()
+    x_val = to_float(dataset.x_val[:keep])
+    y_val = np.eye(num_classes, dtype=np.float32)[dataset.y_val[:keep]]
     callbacks = [keras.callbacks.TerminateOnNaN()] + ([Lookahead(total_steps, config)] if config.lookahead else [])
     if out_dir is not None:
         callbacks.append(keras.callbacks.CSVLogger(f"{out_dir}/history.csv"))
-    result = model.fit(train, validation_data=(x_val, y_val), epochs=int(epochs), callbacks=callbacks, verbose=verbose)
+    result = model.fit(train, validation_data=(x_val, y_val), validation_batch_size=_validation_batch(len(x_val), config.batch_size),
+                       epochs=int(epochs), callbacks=callbacks, verbose=verbose)
     history = {name: [float(v) for v in values] for name, values in result.history.items()}
     keras.config.set_dtype_policy(config.precision)
     try:
@@ -91,6 +96,18 @@ def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return serving, history
+
+
+def _validation_batch(count, batch_size):
+    """The largest batch up to `batch_size` that splits `count` validation pictures into equal
+    batches divisible by the device count (no ragged last batch for data parallel)."""
+    devices = device_count()
+    if devices == 1:
+        return batch_size
+    size = batch_size - batch_size % devices
+    while size > devices and count % size:
+        size -= devices
+    return max(size, devices)
 
 
 # ---------------------------------------------------------------- the net
