@@ -9,13 +9,14 @@ once instead of waiting on a download.
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from classifier.images import open_image, to_mode
+from classifier.transfer import open_interpreter
+from classifier.transfer import reachable as _reachable  # the old name, which tests import
 
 # File names in a data folder's imagenet-models/ (the development data has them).
 MODELS_DIR = "imagenet-models"
@@ -63,12 +64,7 @@ class TFLiteImageNetClassifier:
     def _load(self):
         if self._interpreter is None:
             try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError:  # older set-ups: the interpreter that ships with TensorFlow
-                from tensorflow.lite import Interpreter
-            try:
-                interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.num_threads)
-                interpreter.allocate_tensors()
+                interpreter = open_interpreter(self.model_path, self.num_threads)
             except (ValueError, RuntimeError) as error:
                 raise FallbackUnavailable(f"{self.model_path} is not a usable TFLite model: {error}") from error
             self._input = interpreter.get_input_details()[0]
@@ -160,10 +156,3 @@ def check_label_order(labels, dataset_class_info):
     if len(labels) != len(expected) or mismatches:
         raise FallbackUnavailable(f"The model's labels are not in ImageNet-1k order (first differences at {mismatches[:5]}).")
 
-
-def _reachable(host, port, timeout):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
