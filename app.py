@@ -372,19 +372,48 @@ def main(argv=None):
     parser.add_argument("--rate-limit", type=int, default=30,
                         help="uploads per client per minute (corrections: a third of it); 0 turns every per-client limit off")
     parser.add_argument("--admin-port", type=int, default=None, help="port of the admin area (default: --port + 1)")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="also log each upload's confidence, entropy and colour-histogram distance to MLflow "
+                             "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     release_freed_memory()
+    tracker = start_tracking(args) if args.mlflow else None
     from service.bundle import BundleUnavailable
 
     try:
         service, bundle_dir = make_service(args.assets, args.state_dir, args.rate_limit)
     except BundleUnavailable as error:
         sys.exit(f"Cannot start: {error}")
+    service.predictor.tracker = tracker
     demo = build_app(service, bundle_dir)
     launch(demo, args.host, args.port, args.share, bundle_dir, service)
     launch_admin(service, args.admin_port or args.port + 1)
-    demo.block_thread()
+    try:
+        demo.block_thread()
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def start_tracking(args):
+    """The MLflow upload logger, before the slow bundle load, so that a missing extra is said at once."""
+    import signal
+
+    from monitoring.tracking import TrackingUnavailable, UploadTracker
+
+    try:
+        tracker = UploadTracker(args.state_dir, tags={"bundle": str(args.assets)})
+    except TrackingUnavailable as error:
+        sys.exit(f"Cannot start: {error}")
+    print(f"MLflow: each upload is logged to {tracker.uri} (experiment {tracker.config.experiment!r})", flush=True)
+
+    # A plain kill (SIGTERM) stops the server like Ctrl-C does, so that the queued uploads are written.
+    def interrupt(signal_number, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return tracker
 
 
 if __name__ == "__main__":

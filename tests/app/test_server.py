@@ -184,3 +184,59 @@ def test_awkward_pictures_are_still_classified(client, photo, tmp_path):
         assert "⚠️" not in verdict, (name, verdict)
         assert verdict.startswith("### This looks like") or REFUSAL in verdict, (name, verdict)
         assert len(captions) == 4, name
+
+
+def test_admin_plots_and_mlflow_logging_of_each_upload(tmp_path, example_photos):
+    """python app.py --mlflow with the admin area on: the Monitor tab's native plots carry the
+    uploads, and after a plain kill (SIGTERM) every upload is in the MLflow store beside the state."""
+    from gradio_client import Client
+
+    from bench.app_server import running_app
+
+    pytest.importorskip("mlflow", reason="the MLflow extra is not installed (pip install -r requirements-mlflow.txt)")
+    from mlflow.tracking import MlflowClient
+
+    photos = [example_photos[name] for name in ("pug", "airliner", "volcano")]
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HONEST_ADMIN_PASSWORD", "admin plots")
+        environment.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with running_app(ASSETS, tmp_path, extra_args=("--rate-limit", "0", "--mlflow")) as (url, _):
+            visitor = Client(url, verbose=False)
+            told = [answer_of(classify(visitor, path)[0]) or "refused" for path in photos]
+            admin = Client(f"http://127.0.0.1:{int((tmp_path / 'admin.port').read_text())}/", verbose=False,
+                           auth=("admin", "admin plots"))
+            drift, histogram, confidence, entropy, answers, gallery = admin.predict(api_name="/monitor")
+    assert "3 uploads logged" in drift and len(gallery) == 3
+    # Each plot gets its table: columns, kinds, rows.
+    assert answers["mark"] == "bar" and sum(row[1] for row in answers["data"]) == 3
+    assert sorted(row[0] for row in answers["data"]) == sorted(set(told))
+    assert histogram["mark"] == "line" and {row[1] for row in histogram["data"]} == {"red", "green", "blue"}
+    assert confidence["mark"] == "point" and confidence["datatypes"]["time"] == "temporal"
+    assert sum(row[confidence["columns"].index("uploads")] for row in confidence["data"]) == 3
+    assert entropy["mark"] == "line" and "uploads" in {row[1] for row in entropy["data"]}
+
+    assert "MLflow: each upload is logged to" in (tmp_path / "server.log").read_text()
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("uploads")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["answered_class"] for run in runs) == sorted(set(told))
+    steps = {point.step: run.data.tags["answered_class"] for run in runs
+             for point in client.get_metric_history(run.info.run_id, "confidence")}
+    assert [steps[step] for step in sorted(steps)] == told  # every upload, in order, under its answer
+    assert all(run.info.status == "FINISHED" for run in runs)  # the runs were ended at exit
+
+
+def test_mlflow_without_the_extra_says_how_to_install_it(tmp_path):
+    import subprocess
+    import sys
+
+    from bench.app_server import REPO
+
+    # What `import mlflow` meets on a machine without the extra; the app stops before loading anything.
+    started = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['mlflow'] = None; import app; app.main(sys.argv[1:])",
+         "--mlflow", "--state-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1
+    assert "Cannot start: MLflow tracking needs the optional extra: pip install -r requirements-mlflow.txt" in started.stderr
+    assert "Traceback" not in started.stderr
