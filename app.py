@@ -287,11 +287,13 @@ def admin_password(environ=os.environ):
 # ---------------------------------------------------------------- start-up
 
 
-def make_service(assets, state_dir, rate_limit=30):
+def make_service(assets, state_dir, rate_limit=30, database=None):
+    """`database`: None (SQLite files in the state folder) or a postgresql:// URL that replicas share."""
+    import storage
     from monitoring import PredictionLog
     from service.bundle import Bundle
     from service.corrections import CorrectionStore
-    from service.limits import ClientLimits
+    from service.limits import ClientLimits, SharedCounters
     from service.predictor import Predictor
     from service.public import PublicService
     from service.visitors import Pseudonyms, UploadMemory
@@ -299,11 +301,14 @@ def make_service(assets, state_dir, rate_limit=30):
     bundle = Bundle.load(assets)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(bundle, log=PredictionLog(state_dir / "monitoring.sqlite"))
+    targets = storage.state_targets(database, state_dir)
+    predictor = Predictor(bundle, log=PredictionLog(targets.log))
+    # Replicas on one database count each visitor's uploads together; one process counts in memory.
+    counters = SharedCounters(targets.corrections) if targets.shared and rate_limit > 0 else None
     service = PublicService(
-        predictor, CorrectionStore(state_dir / "corrections.sqlite", bundle.class_names),
-        ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3)), UploadMemory(ttl_s=SESSION_TTL_S),
-        Pseudonyms(state_dir), thumbnails_dir=state_dir / "gallery")
+        predictor, CorrectionStore(targets.corrections, bundle.class_names),
+        ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3), counters=counters),
+        UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir), thumbnails_dir=state_dir / "gallery")
     return service, bundle.directory
 
 
@@ -372,6 +377,9 @@ def main(argv=None):
     parser.add_argument("--rate-limit", type=int, default=30,
                         help="uploads per client per minute (corrections: a third of it); 0 turns every per-client limit off")
     parser.add_argument("--admin-port", type=int, default=None, help="port of the admin area (default: --port + 1)")
+    parser.add_argument("--database", default=None,
+                        help="postgresql://user@host:port/db: the log, corrections and limits shared by replicas "
+                             "(default $HONEST_DATABASE_URL, else SQLite files in --state-dir)")
     parser.add_argument("--mlflow", action="store_true",
                         help="also log each upload's confidence, entropy and colour-histogram distance to MLflow "
                              "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
@@ -379,11 +387,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     release_freed_memory()
     tracker = start_tracking(args) if args.mlflow else None
+    import storage
     from service.bundle import BundleUnavailable
+    from service.corrections import CorrectionError
 
     try:
-        service, bundle_dir = make_service(args.assets, args.state_dir, args.rate_limit)
-    except BundleUnavailable as error:
+        service, bundle_dir = make_service(args.assets, args.state_dir, args.rate_limit, storage.configured_url(args.database))
+    except (BundleUnavailable, storage.DatabaseError, CorrectionError) as error:
         sys.exit(f"Cannot start: {error}")
     service.predictor.tracker = tracker
     demo = build_app(service, bundle_dir)

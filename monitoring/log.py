@@ -64,8 +64,8 @@ PICTURES = sa.Table(
 )
 
 
-class LogError(RuntimeError):
-    """The log file cannot be opened, read or written (locked too long, disk full, not SQLite)."""
+class LogError(storage.DatabaseError):
+    """The log cannot be opened, read or written (locked too long, disk full, not SQLite, server unreachable)."""
 
 
 @dataclass

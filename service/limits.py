@@ -79,8 +79,12 @@ class SharedCounters:
 
     def __init__(self, target, window_s=60.0, clock=time.time, busy_timeout_s=5.0):
         self.target, self.window_s, self.clock = str(target), window_s, clock
-        self.engine = storage.open_engine(self.target, schema="limits", synchronous="NORMAL", busy_timeout_s=busy_timeout_s)
-        storage.create_tables(self.engine, METADATA)
+        try:
+            self.engine = storage.open_engine(self.target, schema="limits", synchronous="NORMAL", busy_timeout_s=busy_timeout_s)
+            storage.create_tables(self.engine, METADATA)
+        except storage.database_errors() as error:
+            raise storage.DatabaseError(f"Could not open the rate-limit counters in {storage.describe(self.target)}: "
+                                        f"{storage.error_text(error)}.") from error
         self._cleaned = None  # the last window this process deleted older rows in
 
     def take(self, kind, client, limit):
