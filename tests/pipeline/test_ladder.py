@@ -66,3 +66,40 @@ def test_importing_loads_no_deep_learning_framework():
     code = "import sys, pipeline.ladder; print(any(m in sys.modules for m in ('keras', 'tensorflow', 'jax', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_transfer_rung_joins_the_report_beside_the_kept_rows(ladder, tmp_path, data_path):
+    """mobilenet_v2_tflite on the same 20 pictures a class, added with keep_rows to a copy of the report."""
+    import shutil
+    from dataclasses import replace
+
+    from classifier.transfer import TFLITE_FILE_NAME, TransferConfig
+
+    config, rows, reports = ladder
+    shutil.copytree(reports, tmp_path / "reports")
+    before = json.loads((tmp_path / "reports" / "ladder.json").read_text())["rows"]
+    transfer = TransferConfig(tflite_model=str(data_path("imagenet-models", TFLITE_FILE_NAME)), head_epochs=20, flip_copies=False)
+    config = replace(config, presets=("mobilenet_v2_tflite",), train=replace(config.train, transfer=transfer),
+                     runs_dir=str(tmp_path / "runs"), out_dir=str(tmp_path / "reports"), keep_rows=True)
+    merged = run_ladder(config, verbose=0, command="python -m pipeline.ladder --test-transfer")
+    assert [row["preset"] for row in merged] == list(PRESETS) + ["mobilenet_v2_tflite"]
+    assert merged[:2] == before  # kept as they were
+    row = merged[-1]
+    assert row["epochs_run"] == 20 and row["predict_ms_per_image"] > 0
+    # Pretrained features on 20 pictures a class beat one epoch from scratch by far.
+    assert row["test_accuracy"] > max(r["test_accuracy"] for r in rows) + 0.1 and row["test_accuracy"] > 0.4
+    markdown = (tmp_path / "reports" / "ladder.md").read_text()
+    assert "| mobilenet_v2_tflite |" in markdown and "rows of other presets kept from `" in markdown
+    assert "parameters count the head only" in markdown
+
+
+def test_kept_rows_must_come_from_the_same_data(ladder, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    config, _, reports = ladder
+    shutil.copytree(reports, tmp_path / "reports")
+    other = replace(config, out_dir=str(tmp_path / "reports"), keep_rows=True,
+                    train=replace(config.train, data=replace(config.train.data, limit_per_class=10)))
+    with pytest.raises(ValueError, match="other data or epochs"):
+        run_ladder(other, verbose=0)
