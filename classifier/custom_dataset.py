@@ -5,6 +5,8 @@
     DataConfig(source="data/tiny-imagenet-subset.tgz", source_subdir="tiny-imagenet-200/train",
                preprocessing=Preprocessing(64, 64, 3))
 
+How many pictures a class has decides --preset auto (choose_preset): transfer learning below ~500.
+
 The class list comes from the data: the class folders, sorted (MNIST: the digits "0".."9"). A
 `classes.tsv` (folder name, tab, readable name; Tiny ImageNet ships one) in the class folders' parent
 or grandparent gives them readable names. The test split is `source_test_subdir` when the tree has
@@ -20,6 +22,7 @@ from classifier.readers import (
     DataUnavailable, is_mnist_folder, load_image_folder, load_mnist, read_classes_tsv, select_classes, stratified_split,
     walk_files,
 )
+from classifier.transfer import TFLITE_FILE_NAME
 
 
 def load_source(config):
@@ -59,6 +62,35 @@ def pictures_per_class(source, subdir="", classes=()):
             if "/" in relative:
                 counts[relative.split("/")[0]] = counts.get(relative.split("/")[0], 0) + 1
     return {name: count for name, count in counts.items() if not classes or name in classes}
+
+
+# Below this many pictures per class, --preset auto learns on top of a pretrained network: from
+# scratch, our CNNs stay near chance on 20 pictures per class (bench.few_pictures).
+TRANSFER_BELOW_PER_CLASS = 500
+
+
+def choose_preset(source, subdir="", classes=(), limit_per_class=None, data_dir=None):
+    """--preset auto: (preset, why in one sentence). Transfer below TRANSFER_BELOW_PER_CLASS
+    pictures per class (the median class) when the bundled MobileNetV2 is in the data folder."""
+    counts = pictures_per_class(source, subdir, classes)
+    typical = int(np.median(list(counts.values()))) if counts else 0
+    if limit_per_class is not None:
+        typical = min(typical, limit_per_class)
+    if typical >= TRANSFER_BELOW_PER_CLASS:
+        return "fastnet_small", f"{typical} pictures per class (median), enough to train from scratch"
+    few = f"{typical} pictures per class (median), fewer than {TRANSFER_BELOW_PER_CLASS}"
+    tflite = tflite_path(data_dir)
+    if tflite is None:
+        where = Path(data_dir) / "imagenet-models" if data_dir else "a data folder's imagenet-models/ (--data-dir)"
+        return "fastnet_small", (f"{few}, but transfer learning needs the bundled {TFLITE_FILE_NAME} in {where}, "
+                                 "which is not there: training fastnet_small from scratch")
+    return "mobilenet_v2_tflite", f"{few}: transfer learning on the bundled MobileNetV2's features ({tflite})"
+
+
+def tflite_path(data_dir):
+    """The bundled MobileNetV2 TFLite in a data folder, or None."""
+    path = Path(data_dir or "", "imagenet-models", TFLITE_FILE_NAME)
+    return str(path) if data_dir and path.is_file() else None
 
 
 def readable_names(source, subdir, folders):

@@ -30,9 +30,9 @@ from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, 
 from classifier.images import Preprocessing
 from classifier.readers import DataUnavailable
 from classifier.train import TrainConfig, describe_machine
-from classifier.transfer import (
-    PRESETS as TRANSFER_PRESETS, TFLITE_FILE_NAME, TransferConfig, copy_extractor, features_description,
-)
+from classifier.custom_dataset import choose_preset, tflite_path
+from classifier.transfer import PRESETS as TRANSFER_PRESETS
+from classifier.transfer import TransferConfig, copy_extractor, features_description
 from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
 from pipeline.context import BuildContext
 from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
@@ -142,9 +142,6 @@ def build(config=BuildConfig(), verbose="auto"):
     return metrics
 
 
-# Below this many pictures per class, --preset auto learns on top of a pretrained network: from
-# scratch, our CNNs reach chance on 20 pictures per class (bench.few_pictures).
-TRANSFER_BELOW_PER_CLASS = 500
 # Transfer presets enlarge every picture to 224 pixels; 96 keeps detail without making the
 # dataset and the gallery's thumbnails heavy.
 TRANSFER_IMAGE_SIZE = 96
@@ -199,36 +196,9 @@ def any_dataset_config(source, out_dir, runs_dir="runs", image_size=None, channe
     if transfer:
         # Every OOD picture goes through the 224-pixel extractor (~10 ms each): fewer of them.
         stage_configs = (("ood", ood_stage.OODConfig(near_ood_limit=1000, far_ood_limit=1000)),)
-    train = TrainConfig(preset=preset, epochs=epochs, data=data, transfer=TransferConfig(tflite_model=_tflite_path(data_dir)))
+    train = TrainConfig(preset=preset, epochs=epochs, data=data, transfer=TransferConfig(tflite_model=tflite_path(data_dir)))
     return BuildConfig(train=train, out_dir=str(out_dir), runs_dir=str(runs_dir), stages=tuple(stages), data_dir=data_dir,
                        stage_configs=stage_configs, preset_reason=reason)
-
-
-def choose_preset(source, subdir="", classes=(), limit_per_class=None, data_dir=None):
-    """--preset auto: (preset, why in one sentence). Transfer below TRANSFER_BELOW_PER_CLASS
-    pictures per class (the median class) when the bundled MobileNetV2 is in the data folder."""
-    import numpy as np
-
-    from classifier.custom_dataset import pictures_per_class
-
-    counts = pictures_per_class(source, subdir, classes)
-    typical = int(np.median(list(counts.values()))) if counts else 0
-    if limit_per_class is not None:
-        typical = min(typical, limit_per_class)
-    if typical >= TRANSFER_BELOW_PER_CLASS:
-        return "fastnet_small", f"{typical} pictures per class (median), enough to train from scratch"
-    few = f"{typical} pictures per class (median), fewer than {TRANSFER_BELOW_PER_CLASS}"
-    tflite = _tflite_path(data_dir)
-    if tflite is None:
-        where = Path(data_dir) / "imagenet-models" if data_dir else "a data folder's imagenet-models/ (--data-dir)"
-        return "fastnet_small", (f"{few}, but transfer learning needs the bundled {TFLITE_FILE_NAME} in {where}, "
-                                 "which is not there: training fastnet_small from scratch")
-    return "mobilenet_v2_tflite", f"{few}: transfer learning on the bundled MobileNetV2's features ({tflite})"
-
-
-def _tflite_path(data_dir):
-    path = Path(data_dir or "", "imagenet-models", TFLITE_FILE_NAME)
-    return str(path) if data_dir and path.is_file() else None
 
 
 def _examples(dataset, context, target, count=9):
@@ -326,7 +296,7 @@ def config_from_arguments(args):
     defaults = TrainConfig()
     preset = defaults.preset if args.preset in (None, "auto") else args.preset  # 13 classes: thousands a class
     train = TrainConfig(preset=preset, epochs=args.epochs or defaults.epochs, data=data,
-                        transfer=TransferConfig(tflite_model=_tflite_path(evaluation_dir)))
+                        transfer=TransferConfig(tflite_model=tflite_path(evaluation_dir)))
     return BuildConfig(train=train, out_dir=args.out, runs_dir=args.runs, stages=stages, data_dir=evaluation_dir)
 
 
