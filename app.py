@@ -378,8 +378,8 @@ def main(argv=None):
                         help="uploads per client per minute (corrections: a third of it); 0 turns every per-client limit off")
     parser.add_argument("--admin-port", type=int, default=None, help="port of the admin area (default: --port + 1)")
     parser.add_argument("--database", default=None,
-                        help="postgresql://user@host:port/db: the log, corrections and limits shared by replicas "
-                             "(default $HONEST_DATABASE_URL, else SQLite files in --state-dir)")
+                        help="postgresql://user@host:port/db: the log, corrections and rate limits, shared by replicas; "
+                             "or a folder for the SQLite files (default $HONEST_DATABASE_URL, else --state-dir)")
     parser.add_argument("--mlflow", action="store_true",
                         help="also log each upload's confidence, entropy and colour-histogram distance to MLflow "
                              "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
