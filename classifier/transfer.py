@@ -140,6 +140,15 @@ def build_keras_model(preset, input_shape, num_classes, config=TransferConfig(),
     return keras.Model(inputs, x, name=f"transfer_{preset}"), base
 
 
+def check_available(preset, config=TransferConfig()):
+    """Raise TransferUnavailable, plainly and at once, when a transfer preset cannot run here;
+    nothing for any other preset. The build calls it before loading any data."""
+    if preset in TFLITE_PRESETS:
+        TFLiteFeatures.from_config(config)
+    elif preset in KERAS_PRESETS:
+        check_weights_reachable(preset, config.connect_timeout)
+
+
 def check_weights_reachable(preset, timeout=3.0):
     """Fail at once, plainly, when the weights are not cached and their server cannot be reached,
     instead of letting Keras wait on the network."""

@@ -32,7 +32,7 @@ from classifier.readers import DataUnavailable
 from classifier.train import TrainConfig, describe_machine
 from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
-from classifier.transfer import TransferConfig, copy_extractor, features_description
+from classifier.transfer import TransferConfig, check_available, copy_extractor, features_description
 from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
 from pipeline.context import BuildContext
 from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
@@ -332,6 +332,7 @@ def main(argv=None):
     args.out = args.out or "assets"
     try:
         config = config_from_arguments(args)
+        check_available(config.train.preset, config.train.transfer)  # offline or no .tflite: say so before any work
         build(config)
     except DataUnavailable as error:
         print(f"Cannot build: {error}", file=sys.stderr)

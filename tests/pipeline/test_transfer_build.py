@@ -3,6 +3,7 @@ with the default --preset auto (transfer learning on the bundled MobileNetV2), t
 answers its own classes and refuses MNIST digits; 3 classes x 5 pictures build too."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,24 @@ def test_three_classes_of_five_pictures_build_on_transfer(tmp_path, data_path):
     metrics = json.loads((tmp_path / "bundle" / "metrics.json").read_text())
     assert metrics["training"]["preset"] == "mobilenet_v2_tflite" and metrics["classifier"]["test_images"] == 3
     assert (tmp_path / "bundle" / "ood_detector.joblib").exists()
+
+
+@pytest.mark.parametrize("preset", ["resnet50", "mobilenet_v2_tflite"])
+def test_a_transfer_preset_that_cannot_run_here_stops_at_once_and_plainly(preset, tmp_path, data_path):
+    from classifier.transfer import WEIGHTS_HOST, reachable
+
+    if preset == "resnet50" and reachable(WEIGHTS_HOST, 443, 3.0):
+        pytest.skip(f"{WEIGHTS_HOST} is reachable: this machine is online")
+    from bench.few_pictures import write_tree
+
+    write_tree(data_path("tiny-imagenet-subset.tgz"), tmp_path / "data", classes=2, per_class=5, seed=3, test_per_class=0)
+    # resnet50: no cached weights (an empty KERAS_HOME), offline; the TFLite preset: a data folder without the .tflite.
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.build", "--data", str(tmp_path / "data" / "train"), "--out", str(tmp_path / "bundle"),
+         "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "no-data"), "--preset", preset],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "KERAS_HOME": str(tmp_path / "keras")})
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Cannot build: ") and "Traceback" not in result.stderr
+    assert ("offline" in last) if preset == "resnet50" else ("mobilenet_v2_1.0_224_quant.tflite" in last)
+    assert not (tmp_path / "runs").exists()
