@@ -60,6 +60,7 @@ class TransferConfig:
     fine_tune_layers: int = 20
     fine_tune_learning_rate: float = 1e-5
     connect_timeout: float = 3.0
+    weights: str | None = "imagenet"  # online presets; None: untrained, for checking the code path offline
 
 
 def fit(train_config, dataset, out_dir, verbose="auto"):
@@ -71,27 +72,24 @@ def fit(train_config, dataset, out_dir, verbose="auto"):
     keras.utils.set_random_seed(train_config.seed)
     if preset in TFLITE_PRESETS:
         extractor = TFLiteFeatures.from_config(config)
-        x_train, y_train = _features_with_flips(extractor, dataset.x_train, dataset.y_train, config.flip_copies)
-        x_val, y_val = extractor.features(dataset.x_val), dataset.y_val
-        model = build_head(x_train.shape[1], len(dataset.class_names), config)
-        history = _fit(model, x_train, y_train, x_val, y_val, len(dataset.class_names), config.head_epochs,
-                       config.head_learning_rate, config, verbose)
+        train = _features_with_flips(extractor, dataset.x_train, dataset.y_train, config.flip_copies)
+        val = extractor.features(dataset.x_val), dataset.y_val
+        model = build_head(extractor.width, len(dataset.class_names), config)
+        history = _fit(model, train, val, config.head_epochs, config.head_learning_rate, config, verbose)
         extractor.save_beside(out_dir)
         return model, history
     if preset not in KERAS_PRESETS:
         raise ValueError(f"Unknown transfer preset {preset!r}; choose from {PRESETS}.")
-    model, base = build_keras_model(preset, dataset.x_train.shape[1:], len(dataset.class_names), config)
-    pictures = {name: _as_float(getattr(dataset, f"x_{name}")) for name in ("train", "val")}
-    history = _fit(model, pictures["train"], dataset.y_train, pictures["val"], dataset.y_val, len(dataset.class_names),
-                   config.head_epochs, config.head_learning_rate, config, verbose)
+    model, base = build_keras_model(preset, dataset.x_train.shape[1:], len(dataset.class_names), config, config.weights)
+    train, val = (_as_float(dataset.x_train), dataset.y_train), (_as_float(dataset.x_val), dataset.y_val)
+    history = _fit(model, train, val, config.head_epochs, config.head_learning_rate, config, verbose)
     if config.fine_tune_epochs:
         # Unfreeze the top layers only; BatchNormalization stays frozen (the base runs with
         # training=False), else its statistics would be rewritten from a few pictures.
         base.trainable = True
         for layer in base.layers[:-config.fine_tune_layers]:
             layer.trainable = False
-        more = _fit(model, pictures["train"], dataset.y_train, pictures["val"], dataset.y_val, len(dataset.class_names),
-                    config.fine_tune_epochs, config.fine_tune_learning_rate, config, verbose)
+        more = _fit(model, train, val, config.fine_tune_epochs, config.fine_tune_learning_rate, config, verbose)
         history = {name: history.get(name, []) + values for name, values in more.items()}
     return model, history
 
@@ -117,7 +115,7 @@ def _head_layers(num_classes, config):
 
 def build_keras_model(preset, input_shape, num_classes, config=TransferConfig(), weights="imagenet"):
     """[0, 1] pictures -> enlarged -> the application's own preprocessing -> frozen base -> head.
-    Returns (model, base). weights=None builds it untrained, without the network (tests)."""
+    Returns (model, base). weights=None builds it untrained, without the network."""
     import keras
     from keras import layers
 
@@ -296,12 +294,13 @@ def _features_with_flips(extractor, x, y, flips):
     return np.concatenate([features, extractor.features(x[:, :, ::-1])]), np.concatenate([y, y])
 
 
-def _fit(model, x_train, y_train, x_val, y_val, num_classes, epochs, learning_rate, config, verbose):
+def _fit(model, train, val, epochs, learning_rate, config, verbose):
+    """Adam on (x, labels) pairs; a recompile each call, so that fine-tuning sees what was unfrozen."""
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
-    eye = np.eye(num_classes, dtype=np.float32)
-    fit = model.fit(x_train, eye[y_train], validation_data=(x_val, eye[y_val]), epochs=epochs,
+    eye = np.eye(model.output_shape[-1], dtype=np.float32)
+    fit = model.fit(train[0], eye[train[1]], validation_data=(val[0], eye[val[1]]), epochs=epochs,
                     batch_size=config.batch_size, shuffle=True, verbose=verbose)
     return {name: [float(v) for v in values] for name, values in fit.history.items()}
 

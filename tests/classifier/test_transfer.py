@@ -105,3 +105,22 @@ def test_online_preset_graph_does_its_own_preprocessing(preset, channels, tmp_pa
     out = embed(feature_model(loaded), x)
     assert out.features.shape == (2, 256) and out.probabilities.shape == (2, 4)
     np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_online_preset_trains_its_head_then_fine_tunes_the_top(few_pictures, tmp_path):
+    """The whole online path through classifier.train, on untrained weights (offline): head epochs,
+    then fine-tuning epochs with only the top layers of the base unfrozen."""
+    import keras
+
+    from classifier.train import TrainConfig, train
+
+    data_config, dataset = few_pictures
+    transfer = TransferConfig(weights=None, base_input_size=32, head_epochs=1, fine_tune_epochs=1, fine_tune_layers=5)
+    model, history, _ = train(TrainConfig(preset="mobilenet_v2", data=data_config, transfer=transfer), dataset, tmp_path, verbose=0)
+    assert len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    trainable = [layer.name for layer in base.layers if layer.trainable]
+    assert 0 < len(trainable) <= 5 and trainable == [layer.name for layer in base.layers[-len(trainable):]]
+    assert not model.get_layer("preprocess").trainable
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict_on_batch(dataset.x_test[:2] / 255.0), model.predict_on_batch(dataset.x_test[:2] / 255.0), rtol=1e-4, atol=1e-5)
