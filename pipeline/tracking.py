@@ -8,7 +8,8 @@ with artifacts in folder/mlruns (monitoring.tracking): `mlflow ui --backend-stor
 sqlite:///mlruns.db` then compares the builds, and the ladder's presets side by side.
 
 A build's run holds every stage's config as parameters (the config flattened to dotted names:
-train.epochs, train.data.preprocessing.height, stage_configs.ood.n_estimators), the per-epoch
+train.epochs, train.data.preprocessing.height, stage_configs.ood.n_estimators; a stage given no
+config shows its defaults), the per-epoch
 training curves (history.json, step = epoch), every number of metrics.json as a metric (nested
 names dotted: classifier.test_accuracy, ood.near_ood_auroc), the figures, and the bundle folder
 itself as an artifact.
@@ -32,7 +33,7 @@ def log_build_run(config, metrics, history, bundle_dir, folder=".", run_name=Non
     dict, as config.json holds it), `metrics` metrics.json's dict, `history` history.json's."""
     bundle_dir = Path(bundle_dir)
     client, experiment_id = open_experiment(BUILD_EXPERIMENT, folder)
-    config = _as_dict(config)
+    config = build_parameters(config)
     preset = config.get("train", {}).get("preset", "build")
     run = client.create_run(experiment_id, run_name=run_name or f"{preset} {bundle_dir.name}",
                             tags={"kind": "build", "bundle": str(bundle_dir.resolve())})
@@ -48,6 +49,21 @@ def log_build_run(config, metrics, history, bundle_dir, folder=".", run_name=Non
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def build_parameters(config):
+    """A BuildConfig as a dict with every stage's config as it ran: the one given in stage_configs,
+    else the stage's default (a dict, as config.json holds it, is taken as it is)."""
+    if not is_dataclass(config):
+        return dict(config)
+    from monitoring.reference import ReferenceConfig
+    from pipeline import errors_stage, fallback_stage, gallery_stage, ood_stage
+
+    defaults = {"ood": ood_stage.OODConfig, "gallery": gallery_stage.GalleryConfig, "monitoring": ReferenceConfig,
+                "fallback": fallback_stage.FallbackConfig, "errors": errors_stage.ErrorAnalysisConfig}
+    given = dict(config.stage_configs)
+    return {**asdict(config), "stage_configs": {
+        stage: asdict(given[stage] if stage in given else defaults[stage]()) for stage in config.stages if stage in defaults}}
 
 
 def log_ladder_run(preset, row, config, history=None, folder=".", ladder=None):

@@ -65,6 +65,9 @@ def test_a_build_is_one_run_with_its_configs_curves_figures_and_bundle(store, bu
     assert params["train.preset"] == "fastnet_small" and params["train.epochs"] == "1"
     assert params["train.data.limit_per_class"] == "40" and params["train.data.preprocessing.height"] == "32"
     assert params["stage_configs.ood.n_estimators"] == "50" and params["stage_configs.gallery.per_class"] == "20"
+    # A stage the config leaves to its defaults shows them.
+    assert params["stage_configs.monitoring.bins"] == "16" and params["stage_configs.errors.kmeans_clusters"] == "6"
+    assert params["stage_configs.fallback.tune"] == "false"
     assert params["stages"] == json.dumps(list(config.stages))
     # metrics.json's numbers, nested names dotted.
     assert logged["classifier.test_accuracy"] == pytest.approx(metrics["classifier"]["test_accuracy"])
