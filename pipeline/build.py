@@ -311,7 +311,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="bundle folder to write (default: assets, for our 13 classes)")
     parser.add_argument("--runs", default="runs", help="folder of training runs (reused when the config matches)")
     parser.add_argument("--preset", default=None, help=f"default: {TrainConfig().preset} (with --data: auto, see above); transfer: {', '.join(TRANSFER_PRESETS)}")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig().epochs}")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig().epochs} (transfer presets: the head trains {TransferConfig().head_epochs} epochs, in seconds)")
     parser.add_argument("--feedback", action="append", default=[], help="an app's corrections store (state/corrections.sqlite): train on its accepted corrections")
     parser.add_argument("--feedback-all", action="store_true", help="with --feedback: every correction not rejected, reviewed or not (private deployments)")
     parser.add_argument("--tiny-imagenet-val", action="store_true", help="also train on Tiny ImageNet val images of our classes")
