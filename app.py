@@ -2,6 +2,7 @@
 
     python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share]
                   [--state-dir state] [--rate-limit 30] [--admin-port PORT]
+                  [--database postgresql://...] [--mlflow]
 
 Public page (what anyone with the link sees): Classify (upload, webcam or paste -> the verdict,
 the answer's classes, "Under the hood", and the "Give us another chance" gallery, where a click
@@ -10,6 +11,10 @@ anyone else's uploads.
 
 JSON API (web.api), on the same server and port: POST /api/v1/classify, POST /api/v1/corrections;
 OpenAPI docs at /api/v1/docs.
+
+State: the prediction log, the corrections and the rate-limit counts live in SQLite files in
+--state-dir, or in one PostgreSQL database that several replicas share (--database or
+$HONEST_DATABASE_URL; see storage). --mlflow also sends each upload's figures to MLflow.
 
 Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login): the
 drift dashboard and the review of proposed labels. The password comes from $HONEST_ADMIN_PASSWORD
