@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from classifier.atomic import write_json_atomic
+from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, prepare_dataset
 from classifier.images import Preprocessing
 from classifier.readers import DataUnavailable
 from classifier.train import TrainConfig, describe_machine
-from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
 from classifier.transfer import TransferConfig, check_available, copy_extractor, features_description
 from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
