@@ -44,6 +44,8 @@ def data_parallel(count=0):
     """Inside the block, models built and trained are data-parallel over `count` devices."""
     import keras
 
+    if count == 0 and keras.backend.backend() != "jax":
+        count = 1  # "every accelerator" where the backend can split a batch; elsewhere one device
     devices = training_devices(count)
     if len(devices) == 1:
         yield devices

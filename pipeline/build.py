@@ -19,6 +19,7 @@ bundle is written to a temporary folder and swapped in at the end, so a failed b
 a half-written assets/. Each stage says when it starts; training shows Keras' own progress.
 """
 
+import json
 import shutil
 import sys
 import time
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from classifier.atomic import write_json_atomic
+from classifier.devices import DevicesUnavailable
 from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, prepare_dataset
 from classifier.images import Preprocessing
@@ -35,6 +37,7 @@ from classifier.transfer import PRESETS as TRANSFER_PRESETS
 from classifier.transfer import TransferConfig, check_available, copy_extractor, features_description
 from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
 from pipeline.context import BuildContext
+from monitoring.tracking import TrackingUnavailable, import_mlflow
 from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
 
 STAGES = ("ood", "gallery", "monitoring", "fallback", "errors")
@@ -59,11 +62,15 @@ class BuildConfig:
     # a stage left out gets its defaults.
     stage_configs: tuple = ()  # (stage name, config) pairs
     preset_reason: str | None = None  # why --preset auto chose the preset, for the log and metrics.json
+    # Devices to train on, data parallel (classifier.devices): 0 = every accelerator present.
+    # Not part of a training run's identity: N devices train the weights one device trains.
+    devices: int = 0
 
 
 def build(config=BuildConfig(), verbose="auto"):
     import keras
 
+    from classifier.devices import data_parallel
     from classifier.train import load_or_train
     from service.bundle import MODEL_FILE, Bundle, write_manifest
 
@@ -78,12 +85,17 @@ def build(config=BuildConfig(), verbose="auto"):
 
     if config.preset_reason:
         _log(f"preset: {config.train.preset}: {config.preset_reason}")
-    _log("stage: data")
+    progress = Progress(["data", "training", "embedding the splits", "evaluation",
+                         *(stage for stage in STAGES if stage in config.stages), "bundle"])
+    progress.stage("data")
     dataset = prepare_dataset(data)
     check_trainable(dataset)
     _log(f"data: {len(dataset.y_train)} train, {len(dataset.y_val)} val, {len(dataset.y_test)} test ({describe_data(data)})")
-    _log(f"stage: training ({config.train.preset}, {config.train.epochs} epochs)")
-    model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
+    progress.stage("training", f"{config.train.preset}, {config.train.epochs} epochs")
+    with data_parallel(config.devices) as devices:
+        if len(devices) > 1:
+            _log(f"training data parallel on {len(devices)} devices: {', '.join(devices)}")
+        model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
     _log(f"model: {run_dir}")
 
     # The bundle serves, it does not train: saved without the optimizer's state.
@@ -96,11 +108,11 @@ def build(config=BuildConfig(), verbose="auto"):
     write_json_atomic(work_dir / "history.json", history)
     bundle = Bundle.load(work_dir, with_fallback=False)
 
-    _log("stage: embedding the splits")
+    progress.stage("embedding the splits")
     embeddings = {name: bundle.embed(getattr(dataset, f"x_{name}")) for name in ("train", "val", "test")}
     from classifier.evaluate import evaluate
 
-    _log("stage: evaluation")
+    progress.stage("evaluation")
     metrics = {
         "data": describe_data(data),
         "classifier": evaluate(embeddings["test"], dataset, history, work_dir),
@@ -121,13 +133,14 @@ def build(config=BuildConfig(), verbose="auto"):
     for stage in STAGES:  # in this order: the answer rule is tuned with the detector just fitted
         if stage not in config.stages:
             continue
-        _log(f"stage: {stage}")
+        progress.stage(stage)
         module = modules[stage]
         metrics[stage] = module.run(context, stage_configs[stage]) if stage in stage_configs else module.run(context)
         metrics["skipped"] += [f"{stage}: {why}" for why in metrics[stage].get("skipped", []) if isinstance(why, str)]
     if "fallback" not in config.stages:
         # No fallback to consult: the rule's CNN thresholds keep their defaults.
         bundle.answer_rule.save(work_dir, {"tuned": False, "why": "built without the fallback stage"})
+    progress.stage("bundle")
     _examples(dataset, context, work_dir / "examples")
 
     metrics["build_seconds"] = time.perf_counter() - started
@@ -231,6 +244,21 @@ def _log(message):
     print(f"[build] {message}", flush=True)
 
 
+class Progress:
+    """Which stage the build is in, with a bar over all of them (training shows Keras' own bar
+    inside its stage; the other stages are single calls, so a bar counts stages, not steps)."""
+
+    def __init__(self, stages, width=20):
+        self.stages, self.width, self.started = list(stages), width, time.perf_counter()
+
+    def stage(self, name, detail=""):
+        done = self.stages.index(name)
+        filled = round(self.width * done / len(self.stages))
+        bar = "#" * filled + "." * (self.width - filled)
+        elapsed = time.perf_counter() - self.started
+        _log(f"[{bar}] {done + 1}/{len(self.stages)} stage: {name}{f' ({detail})' if detail else ''}, {elapsed:.0f} s so far")
+
+
 def no_data_message(data_dir):
     return (f"No training data: {Path(data_dir) / CIFAR10_JPEG_ARCHIVE} does not exist. Give the data one of three ways: "
             f"--download (fetch the official CIFAR-10/100 and MNIST with keras.datasets; needs the network), "
@@ -244,13 +272,16 @@ def export_corrections(store_path, accepted_only=True, cache_dir=".cache/correct
     deployment). Pictures are named by hash, so the same corrections mean the same training run."""
     import hashlib
 
+    import storage
     from classifier.labels import CLASS_NAMES
     from service.corrections import CorrectionStore
 
-    if not Path(store_path).is_file():
+    shared = storage.is_postgresql(str(store_path))  # the replicas' database (app.py --database)
+    if not shared and not Path(store_path).is_file():
         raise DataUnavailable(f"--feedback {store_path}: no corrections store there (the app keeps it in its --state-dir).")
     kind = "accepted" if accepted_only else "all"
-    folder = Path(cache_dir) / f"{hashlib.sha256(str(Path(store_path).resolve()).encode()).hexdigest()[:12]}-{kind}"
+    identity = str(store_path) if shared else str(Path(store_path).resolve())
+    folder = Path(cache_dir) / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
     report = CorrectionStore(store_path, CLASS_NAMES).export(folder, accepted_only)
     _log(f"corrections: {report['pictures']} pictures ({kind}), {len(report['conflicting'])} left out for conflicting labels")
@@ -312,7 +343,7 @@ def main(argv=None):
     parser.add_argument("--runs", default="runs", help="folder of training runs (reused when the config matches)")
     parser.add_argument("--preset", default=None, help=f"default: {TrainConfig().preset} (with --data: auto, see above); transfer: {', '.join(TRANSFER_PRESETS)}")
     parser.add_argument("--epochs", type=int, default=None, help=f"default: {TrainConfig().epochs} (transfer presets: the head trains {TransferConfig().head_epochs} epochs, in seconds)")
-    parser.add_argument("--feedback", action="append", default=[], help="an app's corrections store (state/corrections.sqlite): train on its accepted corrections")
+    parser.add_argument("--feedback", action="append", default=[], help="an app's corrections store (state/corrections.sqlite, or the replicas' postgresql:// URL): train on its accepted corrections")
     parser.add_argument("--feedback-all", action="store_true", help="with --feedback: every correction not rejected, reviewed or not (private deployments)")
     parser.add_argument("--tiny-imagenet-val", action="store_true", help="also train on Tiny ImageNet val images of our classes")
     parser.add_argument("--stages", default=None, help="comma-separated subset of " + ",".join(STAGES))
@@ -324,6 +355,10 @@ def main(argv=None):
     parser.add_argument("--classes", default="", help="with --data: comma-separated subset of its classes")
     parser.add_argument("--limit-per-class", type=int, default=None, help="with --data: at most this many images per class")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch: checks the pipeline end to end")
+    parser.add_argument("--devices", type=int, default=0, help="train data parallel on this many devices (default 0: every "
+                        "accelerator present; more than one needs KERAS_BACKEND=jax, see classifier.devices)")
+    parser.add_argument("--mlflow", action="store_true", help="log the build as one MLflow run ($MLFLOW_TRACKING_URI, else "
+                        "./mlruns.db; pip install -r requirements-mlflow.txt)")
     args = parser.parse_args(argv)
     if args.data and not args.out:
         parser.error("--data needs --out: the shipped bundle in assets/ is built on our 13 classes")
@@ -331,10 +366,17 @@ def main(argv=None):
         parser.error("give --download or --cifar-dir, not both")
     args.out = args.out or "assets"
     try:
-        config = config_from_arguments(args)
+        if args.mlflow:
+            import_mlflow()  # missing: say so before hours of training, not after
+        config = replace(config_from_arguments(args), devices=args.devices)
         check_available(config.train.preset, config.train.transfer)  # offline or no .tflite: say so before any work
-        build(config)
-    except DataUnavailable as error:
+        metrics = build(config)
+        if args.mlflow:
+            from pipeline.tracking import log_build_run
+
+            history = json.loads((Path(config.out_dir) / "history.json").read_text())
+            _log(f"MLflow run {log_build_run(config, metrics, history, config.out_dir)}")
+    except (DataUnavailable, DevicesUnavailable, TrackingUnavailable) as error:
         print(f"Cannot build: {error}", file=sys.stderr)
         return 2
     return 0

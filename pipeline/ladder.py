@@ -59,8 +59,9 @@ class LadderConfig:
     keep_rows: bool = False
 
 
-def run_ladder(config=LadderConfig(), verbose="auto", command=None):
-    """Train (or reuse) and evaluate every preset; write ladder.json and ladder.md; return the rows."""
+def run_ladder(config=LadderConfig(), verbose="auto", command=None, mlflow=False):
+    """Train (or reuse) and evaluate every preset; write ladder.json and ladder.md; return the rows.
+    With `mlflow`, each preset is also one MLflow run (pipeline.tracking), so `mlflow ui` compares them."""
     from classifier.train import load_or_train
 
     dataset = prepare_dataset(config.train.data)
@@ -75,6 +76,10 @@ def run_ladder(config=LadderConfig(), verbose="auto", command=None):
             continue
         row = {"preset": preset, "run": Path(run_dir).name, **evaluate_rung(model, history, dataset, config, run_dir)}
         rows.append(row)
+        if mlflow:
+            from pipeline.tracking import log_ladder_run
+
+            log_ladder_run(preset, row, config, history)
         _log(" | ".join(f"{key} {_format(row, key, spec)}" for key, _, spec in COLUMNS))
     kept_from = None
     if config.keep_rows:
@@ -217,7 +222,15 @@ if __name__ == "__main__":
     parser.add_argument("--runs", default=defaults.runs_dir, help="folder of training runs (reused when the config matches)")
     parser.add_argument("--data-dir", default=None, help="the development data folder (see pipeline.data_dir)")
     parser.add_argument("--keep-rows", action="store_true", help="keep the other presets' rows of an existing report on the same data")
+    parser.add_argument("--mlflow", action="store_true", help="log each preset as an MLflow run ($MLFLOW_TRACKING_URI, else ./mlruns.db)")
     args = parser.parse_args()
+    if args.mlflow:
+        from monitoring.tracking import TrackingUnavailable, import_mlflow
+
+        try:
+            import_mlflow()
+        except TrackingUnavailable as error:
+            sys.exit(f"Cannot run the ladder: {error}")
     data_dir = resolve_data_dir(args.data_dir)
     tflite = Path(data_dir, "imagenet-models", TFLITE_FILE_NAME)
     config = LadderConfig(
@@ -226,4 +239,4 @@ if __name__ == "__main__":
                           transfer=TransferConfig(tflite_model=str(tflite) if tflite.is_file() else None)),
         runs_dir=args.runs, out_dir=args.out, keep_rows=args.keep_rows,
     )
-    run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]))
+    run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]), mlflow=args.mlflow)

@@ -1,6 +1,10 @@
 """The whole build on a little data: every stage runs and the bundle serves predictions."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from service.predictor import Predictor
 
 # Real photos of our classes, as the build copies them into the bundle's examples/ (from the data
 # folder's imagenet-samples/): the fallback is an ImageNet model, so it knows these well.
+REPO = Path(__file__).resolve().parents[2]
 PHOTOS_OF_OUR_CLASSES = {"container_ship": "ship", "airliner": "airplane", "banana": "fruit_and_vegetables"}
 
 
@@ -91,3 +96,26 @@ def test_config_is_saved_beside_the_artefacts(smoke_bundle, shared_data):
     assert config["train"]["data"]["data_dir"] == config["data_dir"] == str(shared_data)
     manifest = json.loads((directory / "bundle.json").read_text())
     assert manifest["preprocessing"] == {"height": 32, "width": 32, "channels": 3, "scale": 1 / 255, "resample": "lanczos", "jpeg_quality": 75}
+
+
+def test_the_command_line_shows_each_stage_and_logs_one_mlflow_run(smoke_bundle, shared_data, tmp_path):
+    pytest.importorskip("mlflow", reason="the MLflow extra (requirements-mlflow.txt)")
+    directory, _ = smoke_bundle
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.build", "--smoke", "--mlflow", "--stages", "ood", "--data-dir", str(shared_data),
+         "--out", str(tmp_path / "bundle"), "--runs", str(directory.parent / "runs")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "MLFLOW_TRACKING_URI": store},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = [line for line in result.stdout.splitlines() if " stage: " in line]
+    assert [line.split(" stage: ")[1].split(" (")[0].split(",")[0] for line in stages] == [
+        "data", "training", "embedding the splits", "evaluation", "ood", "bundle"], stages
+    assert stages[0].startswith("[build] [....") and stages[-1].startswith("[build] [####")
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1
+    assert runs.iloc[0]["params.train.preset"] == "fastnet_small"
+    assert runs.iloc[0]["metrics.classifier.test_accuracy"] > 0
