@@ -32,21 +32,17 @@ from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, prepare_dataset
 from classifier.images import Preprocessing
 from classifier.readers import DataUnavailable
-from classifier.train import TrainConfig, describe_machine
+from classifier.train import TrainConfig
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
 from classifier.transfer import TransferConfig, check_available, copy_extractor, features_description
-from pipeline import errors_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
+from pipeline import errors_stage, examples_stage, fallback_stage, gallery_stage, monitoring_stage, ood_stage
+from pipeline.feedback import export_corrections
 from pipeline.context import BuildContext
 from monitoring.tracking import TrackingUnavailable, import_mlflow
 from pipeline.data_dir import DEVELOPMENT_DATA, ENVIRONMENT_VARIABLE, resolve_data_dir
 
 STAGES = ("ood", "gallery", "monitoring", "fallback", "errors")
 STAGES_FOR_ANY_DATASET = ("ood", "gallery", "monitoring", "errors")
-EXAMPLE_PHOTOS = (
-    "n02123597_Siamese_cat.JPEG", "n02690373_airliner.JPEG", "n03095699_container_ship.JPEG",
-    "n02110958_pug.JPEG", "n02504458_African_elephant.JPEG", "n07753592_banana.JPEG",
-    "n04461696_tow_truck.JPEG", "n04548280_wall_clock.JPEG", "n09472597_volcano.JPEG",
-)
 
 
 @dataclass(frozen=True)
@@ -141,7 +137,7 @@ def build(config=BuildConfig(), verbose="auto"):
         # No fallback to consult: the rule's CNN thresholds keep their defaults.
         bundle.answer_rule.save(work_dir, {"tuned": False, "why": "built without the fallback stage"})
     progress.stage("bundle")
-    _examples(dataset, context, work_dir / "examples")
+    examples_stage.run(dataset, context, work_dir / "examples")
 
     metrics["build_seconds"] = time.perf_counter() - started
     write_json_atomic(work_dir / "metrics.json", metrics)
@@ -214,28 +210,6 @@ def any_dataset_config(source, out_dir, runs_dir="runs", image_size=None, channe
                        stage_configs=stage_configs, preset_reason=reason)
 
 
-def _examples(dataset, context, target, count=9):
-    """The app's examples: a few real photos (shrunk, so the repo stays small), or for a bundle on
-    other data, the first test picture of each class."""
-    from PIL import Image
-
-    target.mkdir(parents=True, exist_ok=True)
-    photos = context.data_path("imagenet-samples")
-    if context.data_config.source is None and photos is not None:
-        for name in EXAMPLE_PHOTOS:
-            if (photos / name).exists():
-                with Image.open(photos / name) as image:
-                    image = image.convert("RGB")
-                    image.thumbnail((320, 320), Image.Resampling.LANCZOS)
-                    image.save(target / (Path(name).stem.split("_", 1)[1] + ".jpg"), quality=90)
-        return
-    for label, name in list(enumerate(dataset.class_names))[:count]:
-        rows = (dataset.y_test == label).nonzero()[0]
-        if len(rows):
-            image = dataset.x_test[rows[0]]
-            Image.fromarray(image[:, :, 0] if image.shape[-1] == 1 else image).save(target / f"{name}.jpg", quality=95)
-
-
 def _headline(metrics):
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in ("cifar10_test_accuracy_10_class", "test_accuracy") if k in metrics)
 
@@ -264,28 +238,6 @@ def no_data_message(data_dir):
             f"--download (fetch the official CIFAR-10/100 and MNIST with keras.datasets; needs the network), "
             f"--cifar-dir DIR (a folder holding the official cifar-10-batches-py/ and cifar-100-python/), or "
             f"--data-dir DIR (the development data folder, default {DEVELOPMENT_DATA}, also ${ENVIRONMENT_VARIABLE}).")
-
-
-def export_corrections(store_path, accepted_only=True, cache_dir=".cache/corrections"):
-    """Visitors' corrections (an app's state/corrections.sqlite) as an image-folder tree to train
-    on: the accepted ones, or with accepted_only=False every one not rejected (a private
-    deployment). Pictures are named by hash, so the same corrections mean the same training run."""
-    import hashlib
-
-    import storage
-    from classifier.labels import CLASS_NAMES
-    from service.corrections import CorrectionStore
-
-    shared = storage.is_postgresql(str(store_path))  # the replicas' database (app.py --database)
-    if not shared and not Path(store_path).is_file():
-        raise DataUnavailable(f"--feedback {store_path}: no corrections store there (the app keeps it in its --state-dir).")
-    kind = "accepted" if accepted_only else "all"
-    identity = str(store_path) if shared else str(Path(store_path).resolve())
-    folder = Path(cache_dir) / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{kind}"
-    shutil.rmtree(folder, ignore_errors=True)
-    report = CorrectionStore(store_path, CLASS_NAMES).export(folder, accepted_only)
-    _log(f"corrections: {report['pictures']} pictures ({kind}), {len(report['conflicting'])} left out for conflicting labels")
-    return str(folder)
 
 
 def config_from_arguments(args):

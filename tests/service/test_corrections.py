@@ -242,7 +242,7 @@ def _store_for_training(tmp_path, pictures):
 
 def test_export_corrections_writes_the_tree_a_build_trains_on(tmp_path, pictures):
     from classifier.readers import DataUnavailable
-    from pipeline.build import export_corrections
+    from pipeline.feedback import export_corrections
 
     path = _store_for_training(tmp_path, pictures)
     folder = export_corrections(path, accepted_only=True, cache_dir=tmp_path / "cache")
@@ -256,7 +256,7 @@ def test_export_corrections_writes_the_tree_a_build_trains_on(tmp_path, pictures
 
 def test_accepted_corrections_join_the_training_split(tmp_path, pictures, shared_data):
     from classifier.dataset import DataConfig, prepare_dataset
-    from pipeline.build import export_corrections
+    from pipeline.feedback import export_corrections
 
     folder = export_corrections(_store_for_training(tmp_path, pictures), cache_dir=tmp_path / "cache")
     baseline_config = DataConfig(data_dir=str(shared_data), limit_per_class=40)
