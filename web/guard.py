@@ -89,8 +89,8 @@ class PublicGuard:
         key = self.turns.take(client, session)
         if key is None:
             await asyncio.sleep(REFUSAL_DELAY_S)  # the tarpit, as for uploads
-            return await _refuse(send, 429, f"You already have {self.turns.cap} requests waiting or running; "
-                                            "wait for them to finish.")
+            return await _refuse(send, 429, f"Too many requests at once: at most {self.turns.cap} may wait or run. "
+                                            f"Wait for your answers, then {self.turns.cooldown_s:.0f} s, and try again.")
         answer = {"status": None, "body": b""}
 
         async def watched(message):

@@ -11,6 +11,12 @@ inside the handler refuses a flooder's extra requests only when their turn comes
 stand in line in front of everybody else. Counted here, a client never has more than `cap` places
 in the line. A place whose end we never see (a stream cut in a way we missed) is freed after
 `expiry_s`, so a client can lock out only itself, and only for that long.
+
+A client refused a place is refused every place for `cooldown_s` after that, and each refusal
+restarts the wait. A cap alone would still give a flooder `cap` of the server's turns against a
+normal visitor's one, a larger share of the CPU than the visitor's; with the cool-down a client
+that keeps sending more than its places gets nothing until it stops, while a visitor who waits for
+each answer (as the page does) is never refused.
 """
 
 import threading
@@ -19,9 +25,11 @@ from collections import defaultdict
 
 
 class QueueTurns:
-    def __init__(self, cap=2, expiry_s=60.0, clock=time.monotonic):
+    def __init__(self, cap=2, expiry_s=60.0, cooldown_s=10.0, clock=time.monotonic):
         self.cap = int(cap)
         self.expiry_s = expiry_s
+        self.cooldown_s = cooldown_s
+        self._cooling = {}  # client -> when it may have a place again
         self.clock = clock
         self._held = defaultdict(dict)  # client -> {place key: time taken}
         self._owner = {}  # event id -> (client, place key)
@@ -30,10 +38,14 @@ class QueueTurns:
         self._counter = 0
 
     def take(self, client, session):
-        """A place for `client`, or None when it already holds `cap` of them."""
+        """A place for `client`, or None when it already holds `cap` of them or is cooling down."""
         with self._lock:
             self._expire(client)
-            if len(self._held[client]) >= self.cap:
+            now = self.clock()
+            if len(self._held[client]) >= self.cap or self._cooling.get(client, now) > now:
+                self._cooling[client] = now + self.cooldown_s
+                if len(self._cooling) > 10_000:  # forget the clients whose wait is over
+                    self._cooling = {c: t for c, t in self._cooling.items() if t > now}
                 return None
             self._counter += 1
             key = (session, self._counter)

@@ -12,7 +12,7 @@ class Clock:
 
 
 def test_a_client_holds_at_most_cap_places_and_others_are_not_affected():
-    turns = QueueTurns(cap=2)
+    turns = QueueTurns(cap=2, cooldown_s=0)
     first, second = turns.take("flooder", "s1"), turns.take("flooder", "s2")
     assert first and second and first != second
     assert turns.take("flooder", "s3") is None
@@ -21,7 +21,7 @@ def test_a_client_holds_at_most_cap_places_and_others_are_not_affected():
 
 
 def test_a_finished_event_frees_its_place():
-    turns = QueueTurns(cap=1)
+    turns = QueueTurns(cap=1, cooldown_s=0)
     key = turns.take("a", "s1")
     turns.bind("a", key, "event-1")
     assert turns.take("a", "s1") is None
@@ -47,7 +47,7 @@ def test_a_closed_stream_frees_the_places_of_its_session_only():
 
 def test_a_place_whose_end_is_never_seen_expires():
     clock = Clock()
-    turns = QueueTurns(cap=1, expiry_s=60, clock=clock)
+    turns = QueueTurns(cap=1, expiry_s=60, cooldown_s=0, clock=clock)
     turns.bind("a", turns.take("a", "s1"), "e1")
     clock.now = 59
     assert turns.take("a", "s1") is None
@@ -55,3 +55,18 @@ def test_a_place_whose_end_is_never_seen_expires():
     assert turns.take("a", "s1") is not None
     turns.finished("e1")  # the expired event's late end frees nothing twice
     assert turns.held("a") == 1
+
+
+def test_a_client_refused_a_place_waits_out_a_cool_down_that_each_refusal_restarts():
+    clock = Clock()
+    turns = QueueTurns(cap=1, cooldown_s=10, clock=clock)
+    turns.bind("flooder", turns.take("flooder", "s1"), "e1")
+    assert turns.take("flooder", "s2") is None  # over the cap: the cool-down starts
+    turns.finished("e1")
+    clock.now = 9
+    assert turns.take("flooder", "s3") is None  # its place is free, but it is still cooling down
+    clock.now = 18
+    assert turns.take("flooder", "s3") is None  # the refusal at 9 s restarted the wait (to 19 s)...
+    clock.now = 28.5  # ...and this one at 18 s, to 28 s
+    assert turns.take("flooder", "s3") is not None
+    assert turns.take("patient", "s9") is not None  # nobody else waits for the flooder
