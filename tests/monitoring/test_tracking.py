@@ -22,6 +22,7 @@ def folder(tmp_path, monkeypatch):
 
 
 def search_runs(uri, experiment="uploads"):
+    """mlflow.search_runs on the store at `uri`, leaving the process's tracking URI as it was."""
     import mlflow
 
     previous = mlflow.get_tracking_uri()

@@ -10,6 +10,7 @@ pytest.importorskip("mlflow", reason="the MLflow extra is not installed (pip ins
 
 from pipeline.build import smoke_config  # noqa: E402
 from pipeline.tracking import BUILD_EXPERIMENT, LADDER_EXPERIMENT, log_build_run, log_ladder_run  # noqa: E402
+from tests.monitoring.test_tracking import search_runs  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SMALL_FILES = ("bundle.json", "config.json", "metrics.json", "history.json", "noise_gate.json", "answer_rule.json")
@@ -35,18 +36,6 @@ def bundle(tmp_path_factory):
 
 def read(path):
     return json.loads(Path(path).read_text())
-
-
-def search_runs(uri, experiment):
-    """mlflow.search_runs on the store at `uri`, leaving the process's tracking URI as it was."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        return mlflow.search_runs(experiment_names=[experiment])
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def test_a_build_is_one_run_with_its_configs_curves_figures_and_bundle(store, bundle):
