@@ -313,7 +313,8 @@ def make_service(assets, state_dir, rate_limit=30, database=None):
     service = PublicService(
         predictor, CorrectionStore(targets.corrections, bundle.class_names),
         ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3), counters=counters),
-        UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir), thumbnails_dir=state_dir / "gallery")
+        UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir, database=targets.corrections if targets.shared else None),
+        thumbnails_dir=state_dir / "gallery")
     return service, bundle.directory
 
 

@@ -64,18 +64,14 @@ def picture_hash(path):
 @contextlib.contextmanager
 def replicas(assets, database, work, count, rate_limit=0):
     """Yields [(url, state folder)] of `count` app processes on one database. They share the
-    visitors' salt (service.visitors.Pseudonyms), as replicas must, so that a visitor is one voter
+    visitors' salt through it (service.visitors.Pseudonyms), so that a visitor is one voter
     whichever replica answers."""
-    from service.visitors import SALT_FILE, Pseudonyms
-
     work = Path(work)
-    Pseudonyms(work / "salt")  # made once, copied to every replica's state folder
     with contextlib.ExitStack() as stack:
         started = []
         for index in range(count):
             state = work / f"replica-{index}"
             state.mkdir(parents=True, exist_ok=True)
-            (state / SALT_FILE).write_bytes((work / "salt" / SALT_FILE).read_bytes())
             url, _ = stack.enter_context(running_app(
                 assets, state, extra_args=("--rate-limit", str(rate_limit), "--database", database)))
             started.append((url, state))
@@ -157,7 +153,7 @@ def throughput(assets, database, work, photos, replica_count, clients, uploads):
         for url in urls:  # models loaded and warm before the clock starts
             classify(visitor(url, "192.0.2.1"), photos[0])
         result = burst(urls, by_client)
-    check = database_check(database, Pseudonyms(Path(work) / "salt").voter, result)
+    check = database_check(database, Pseudonyms(Path(work) / "salt", database=database).voter, result)
     return len(result.uploads) / result.seconds, result, check
 
 

@@ -41,19 +41,46 @@ def client_of(peer_host, forwarded_for=None):
 class Pseudonyms:
     """Salted hashes of client addresses. The salt is made once per deployment and kept in the
     state folder (readable by its owner only), so pseudonyms are stable across restarts but cannot
-    be turned back into addresses by anyone without the file."""
+    be turned back into addresses by anyone without the file. Replicas on one PostgreSQL
+    (`database`) keep it there instead, so that one visitor is one voter on every replica."""
 
-    def __init__(self, state_dir):
-        path = Path(state_dir) / SALT_FILE
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        self._salt = path.read_text().strip().encode()
+    def __init__(self, state_dir, database=None):
+        self._salt = (_shared_salt(database) if database else _file_salt(Path(state_dir) / SALT_FILE)).encode()
 
     def voter(self, client):
         return hashlib.sha256(self._salt + str(client).encode()).hexdigest()[:16]
+
+
+def _file_salt(path):
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def _shared_salt(target):
+    """The deployment's salt in the database: the first replica to start makes it, the others
+    read that one (an insert that loses the race changes nothing)."""
+    import sqlalchemy as sa
+
+    import storage
+
+    metadata = sa.MetaData()
+    table = sa.Table("secrets", metadata, sa.Column("name", sa.String(64), primary_key=True),
+                     sa.Column("value", sa.String(128), nullable=False))
+    engine = storage.open_engine(target, "visitors")
+    try:
+        storage.create_tables(engine, metadata)
+        with engine.begin() as connection:
+            storage.insert_ignoring_duplicates(connection, table, {"name": SALT_FILE, "value": secrets.token_hex(32)}, ["name"])
+            return connection.execute(sa.select(table.c.value).where(table.c.name == SALT_FILE)).scalar_one()
+    except storage.database_errors() as error:
+        raise storage.DatabaseError(f"Cannot read the visitors' salt in {storage.describe(target)}: "
+                                    f"{storage.error_text(error)}") from error
+    finally:
+        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def pair(postgres_server, tmp_path_factory, example_photos):
             _restore(before)
             from service.visitors import Pseudonyms
 
-            yield {"replicas": started, "database": database, "work": work, "voter": Pseudonyms(work / "salt").voter,
+            yield {"replicas": started, "database": database, "work": work, "voter": Pseudonyms(work / "salt", database=database).voter,
                    "photos": list(example_photos.values()), "bursts": []}
     finally:
         _restore(before)

@@ -16,6 +16,7 @@ from service.limits import ClientLimits
 from service.predictor import Predictor
 from service.public import CORRECTION_SIDE, PublicService, VisitorError
 from service.visitors import SALT_FILE, Pseudonyms, UploadMemory, client_of
+from tests.postgres_server import postgres_server  # noqa: F401  (fixture: a throwaway PostgreSQL)
 from tests.bad_inputs import encode
 from tests.conftest import REPO
 
@@ -228,3 +229,11 @@ def test_pseudonyms_are_stable_per_state_folder(tmp_path):
     assert Pseudonyms(one).voter(ALICE) != Pseudonyms(other).voter(ALICE), "each deployment has its own salt"
     assert Pseudonyms(one).voter(ALICE) != Pseudonyms(one).voter(BOB)
     assert stat.S_IMODE((one / SALT_FILE).stat().st_mode) == 0o600
+
+
+def test_replicas_on_one_database_share_the_salt(tmp_path, postgres_server):
+    database, other_database = postgres_server.new_database(), postgres_server.new_database()
+    first, second = Pseudonyms(tmp_path / "one", database=database), Pseudonyms(tmp_path / "two", database=database)
+    assert first.voter(ALICE) == second.voter(ALICE), "one visitor is one voter on every replica"
+    assert first.voter(ALICE) != Pseudonyms(tmp_path / "one", database=other_database).voter(ALICE)
+    assert not (tmp_path / "one" / SALT_FILE).exists(), "the salt lives in the database, not in a file"
