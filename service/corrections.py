@@ -62,6 +62,11 @@ class CorrectionError(ValueError):
     """A correction we cannot take; the message is written for the person who sent it."""
 
 
+class CorrectionStoreError(CorrectionError):
+    """The store itself failed (locked, disk full, server unreachable): the message is for the
+    operator's log, and names the database; a visitor is told only to try again."""
+
+
 @dataclass(frozen=True)
 class Vote:
     id: int
@@ -184,4 +189,4 @@ class CorrectionStore:
         try:
             yield
         except storage.database_errors() as error:
-            raise CorrectionError(f"Could not {action} the corrections store {storage.describe(self.target)}: {storage.error_text(error)}.") from error
+            raise CorrectionStoreError(f"Could not {action} the corrections store {storage.describe(self.target)}: {storage.error_text(error)}.") from error

@@ -16,6 +16,7 @@ every upload, or a flood of static would never raise the drift alarm.
 """
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ import numpy as np
 from classifier.images import ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
 from service.answer import CNN, REFUSAL, under_the_hood, verdict
 from similarity import gallery_for
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,20 +157,25 @@ class Predictor:
     def _log(self, prediction):
         if self.log is None and self.tracker is None:
             return None
-        from monitoring import upload_metrics
+        from monitoring import LogError, upload_metrics
 
         metrics = upload_metrics(prediction.model_input, prediction.cnn_probabilities, self.reference, self.class_names)
         if self.tracker is not None:
             self.tracker.record(metrics, prediction.label)
         if self.log is None:
             return None
-        return self.log.append({
-            **metrics,
-            "answer": prediction.label,
-            "answered_by": prediction.answered_by,
-            "ood": prediction.ood_inlier is False,
-            "image": prediction.model_input,
-        })
+        try:
+            return self.log.append({
+                **metrics,
+                "answer": prediction.label,
+                "answered_by": prediction.answered_by,
+                "ood": prediction.ood_inlier is False,
+                "image": prediction.model_input,
+            })
+        except LogError as error:
+            # The visitor still gets the answer; the operator's log says the row is missing.
+            LOGGER.warning("%s", error)
+            return None
 
 
 def _top(scores, k, class_names, tie_breaker=None):

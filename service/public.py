@@ -12,6 +12,7 @@ A visitor's session holds only the token: the server keeps the correction copy o
 
 import hashlib
 import io
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,12 @@ from PIL import Image
 
 from classifier.atomic import write_bytes_atomic
 from classifier.images import ImageError, to_mode
+from monitoring.log import LogError
 from service.answer import relabel_message
-from service.corrections import CorrectionError
+from service.corrections import CorrectionError, CorrectionStoreError
 from service.limits import LimitExceeded
+
+LOGGER = logging.getLogger(__name__)
 
 DEFAULT_THUMBNAILS_DIR = Path(tempfile.gettempdir()) / "honest-classifier-gallery"
 CORRECTION_SIDE = 512  # long side of the copy a correction stores (training reads it at 32 px)
@@ -119,11 +123,18 @@ class PublicService:
         try:
             self.corrections.vote(kept.png, kept.picture_hash, label, kept.answer, kept.answered_by,
                                   self.pseudonyms.voter(client), str(session)[:64])
+        except CorrectionStoreError as error:
+            # Where the database is and what it said are for the operator, not for a stranger.
+            LOGGER.warning("%s", error)
+            raise VisitorError("Your label could not be saved just now; please try again in a minute.") from None
         except CorrectionError as error:
             raise VisitorError(str(error)) from None
         log = self.predictor.log
         if log is not None and kept.log_id is not None:
-            log.tag(kept.log_id, label)
+            try:
+                log.tag(kept.log_id, label)
+            except LogError as error:  # the vote is saved; only the monitoring tag is missing
+                LOGGER.warning("%s", error)
         return relabel_message(label)
 
 

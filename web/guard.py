@@ -19,6 +19,8 @@ import json
 import re
 from urllib.parse import parse_qs
 
+from starlette.concurrency import run_in_threadpool
+
 from classifier.images import MAX_UPLOAD_BYTES
 from service.limits import LimitExceeded
 from service.visitors import client_of
@@ -56,7 +58,9 @@ class PublicGuard:
         if refusal := _size_refusal(scope):
             return await _refuse(send, *refusal)
         try:
-            self.limits.upload_request(client)
+            # With replicas the count is a database transaction: off the event loop, which every
+            # other connection shares.
+            await run_in_threadpool(self.limits.upload_request, client)
         except LimitExceeded as error:
             # A tarpit: a client over its limit waits for its refusal. The wait costs the server
             # no work (the event loop serves others meanwhile), and a client that retries at once

@@ -34,6 +34,9 @@ class QueueTurns:
         self._held = defaultdict(dict)  # client -> {place key: time taken}
         self._owner = {}  # event id -> (client, place key)
         self._by_session = defaultdict(set)  # session hash -> event ids
+        # Ends seen before their join was bound (a quick event can finish, its end stream out on a
+        # session's open stream, before the join's answer has gone back): bind frees those at once.
+        self._ended_early = {}  # event id -> when its end was seen
         self._lock = threading.Lock()
         self._counter = 0
 
@@ -42,7 +45,7 @@ class QueueTurns:
         with self._lock:
             self._expire(client)
             now = self.clock()
-            if len(self._held[client]) >= self.cap or self._cooling.get(client, now) > now:
+            if len(self._held.get(client, ())) >= self.cap or self._cooling.get(client, now) > now:
                 self._cooling[client] = now + self.cooldown_s
                 if len(self._cooling) > 10_000:  # forget the clients whose wait is over
                     self._cooling = {c: t for c, t in self._cooling.items() if t > now}
@@ -55,7 +58,9 @@ class QueueTurns:
     def bind(self, client, key, event_id):
         """The place `key` now waits for the event Gradio named `event_id`."""
         with self._lock:
-            if key in self._held.get(client, {}):
+            if self._ended_early.pop(event_id, None) is not None:
+                self._drop(client, key)
+            elif key in self._held.get(client, {}):
                 self._owner[event_id] = (client, key)
                 self._by_session[key[0]].add(event_id)
 
@@ -69,6 +74,11 @@ class QueueTurns:
             if owner is not None:
                 self._by_session[owner[1][0]].discard(event_id)
                 self._drop(*owner)
+                return
+            now = self.clock()
+            self._ended_early[event_id] = now
+            if len(self._ended_early) > 1000:  # ids whose join never came back: forget them
+                self._ended_early = {e: t for e, t in self._ended_early.items() if t > now - self.expiry_s}
 
     def session_ended(self, session):
         with self._lock:

@@ -237,3 +237,15 @@ def test_replicas_on_one_database_share_the_salt(tmp_path, postgres_server):
     assert first.voter(ALICE) == second.voter(ALICE), "one visitor is one voter on every replica"
     assert first.voter(ALICE) != Pseudonyms(tmp_path / "one", database=other_database).voter(ALICE)
     assert not (tmp_path / "one" / SALT_FILE).exists(), "the salt lives in the database, not in a file"
+
+
+def test_a_broken_store_gets_a_plain_message_that_names_no_database(service, ship, tmp_path, caplog):
+    result = service.classify(ship, client=ALICE, session="session-1")
+    service.corrections.close()
+    for name in ("corrections.sqlite", "corrections.sqlite-wal", "corrections.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / "corrections.sqlite").write_bytes(b"not a database at all " * 512)
+    with pytest.raises(VisitorError) as refused:
+        service.correct_by_name(result.token, "ship", ALICE, "session-1")
+    assert "try again" in str(refused.value) and "sqlite" not in str(refused.value)
+    assert "corrections.sqlite" in caplog.text, "the operator's log says which store failed"

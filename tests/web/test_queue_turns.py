@@ -70,3 +70,18 @@ def test_a_client_refused_a_place_waits_out_a_cool_down_that_each_refusal_restar
     clock.now = 28.5  # ...and this one at 18 s, to 28 s
     assert turns.take("flooder", "s3") is not None
     assert turns.take("patient", "s9") is not None  # nobody else waits for the flooder
+
+
+def test_an_event_that_ends_before_its_join_is_bound_frees_its_place():
+    turns = QueueTurns(cap=1, cooldown_s=0)
+    key = turns.take("a", "s1")
+    turns.finished("e1")  # its end went out on the session's open stream first
+    turns.bind("a", key, "e1")
+    assert turns.held("a") == 0 and turns.take("a", "s1") is not None
+
+
+def test_refused_clients_leave_nothing_behind():
+    turns = QueueTurns(cap=0, cooldown_s=0)
+    for index in range(100):
+        assert turns.take(f"client-{index}", "s") is None
+    assert not turns._held
