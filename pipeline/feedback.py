@@ -26,6 +26,10 @@ def export_corrections(store_path, accepted_only=True, cache_dir=".cache/correct
     identity = str(store_path) if shared else str(Path(store_path).resolve())
     folder = Path(cache_dir) / f"{hashlib.sha256(identity.encode()).hexdigest()[:12]}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
-    report = CorrectionStore(store_path, CLASS_NAMES).export(folder, accepted_only)
+    store = CorrectionStore(store_path, CLASS_NAMES)
+    try:
+        report = store.export(folder, accepted_only)
+    finally:
+        store.close()  # not held open (a PostgreSQL connection pool) through hours of training
     print(f"[build] corrections: {report['pictures']} pictures ({kind}), {len(report['conflicting'])} left out for conflicting labels", flush=True)
     return str(folder)

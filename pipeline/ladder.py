@@ -27,7 +27,8 @@ from classifier.atomic import write_text_atomic
 from classifier.dataset import DataConfig, prepare_dataset
 from classifier.images import to_float
 from classifier.train import TrainConfig, describe_machine
-from classifier.transfer import TFLITE_FILE_NAME, TransferConfig, TransferUnavailable
+from classifier.custom_dataset import tflite_path
+from classifier.transfer import TransferConfig, TransferUnavailable
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
 from pipeline.data_dir import resolve_data_dir
 
@@ -232,11 +233,10 @@ if __name__ == "__main__":
         except TrackingUnavailable as error:
             sys.exit(f"Cannot run the ladder: {error}")
     data_dir = resolve_data_dir(args.data_dir)
-    tflite = Path(data_dir, "imagenet-models", TFLITE_FILE_NAME)
     config = LadderConfig(
         presets=tuple(p for p in args.presets.split(",") if p),
         train=TrainConfig(epochs=args.epochs, data=DataConfig(data_dir=data_dir, limit_per_class=args.limit_per_class),
-                          transfer=TransferConfig(tflite_model=str(tflite) if tflite.is_file() else None)),
+                          transfer=TransferConfig(tflite_model=tflite_path(data_dir))),
         runs_dir=args.runs, out_dir=args.out, keep_rows=args.keep_rows,
     )
     run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]), mlflow=args.mlflow)
