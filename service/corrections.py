@@ -181,8 +181,8 @@ class CorrectionStore:
     # ------------------------------------------------------------------ internals
 
     def _read(self, query):
-        with self._errors("read"), self.engine.connect() as connection:
-            return connection.execute(query).all()
+        with self._errors("read"):
+            return storage.read(self.engine, query)
 
     @contextmanager
     def _errors(self, action):

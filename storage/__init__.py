@@ -97,9 +97,19 @@ def open_engine(target, schema, synchronous="NORMAL", busy_timeout_s=10.0):
 
     @sa.event.listens_for(engine, "begin")
     def begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader (`read`) takes a snapshot with a deferred BEGIN and never holds the write lock.
+        connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "honest_read_only"  # an execution option: this connection only reads
+
+
+def read(engine, query):
+    """All rows of `query`, in a transaction that only reads (on SQLite: without the write lock)."""
+    with engine.connect() as connection:
+        return connection.execution_options(**{READ_ONLY: True}).execute(query).all()
 
 
 def create_tables(engine, metadata):

@@ -85,3 +85,17 @@ def test_the_three_stores_share_one_postgresql_database_in_schemas_of_their_own(
                                     " WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2").fetchall()
     assert tables == [("corrections", "pictures"), ("corrections", "votes"), ("limits", "counts"),
                       ("monitoring", "pictures"), ("monitoring", "predictions")]
+
+
+def test_a_sqlite_reader_never_waits_for_the_writer(tmp_path):
+    writer_engine = storage.open_engine(str(tmp_path / "x.sqlite"), "x")
+    reader_engine = storage.open_engine(str(tmp_path / "x.sqlite"), "x", busy_timeout_s=5.0)
+    with writer_engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (a INTEGER)")
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+    with writer_engine.begin() as writer:
+        writer.exec_driver_sql("INSERT INTO t VALUES (2)")  # the write lock is held from here
+        started = time.perf_counter()
+        assert storage.read(reader_engine, sa.text("SELECT count(*) FROM t")) == [(1,)], "the last committed snapshot"
+        assert time.perf_counter() - started < 1.0, "a reader behind BEGIN IMMEDIATE would wait up to 5 s"
+    assert storage.read(reader_engine, sa.text("SELECT count(*) FROM t")) == [(2,)]
