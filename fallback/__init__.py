@@ -4,6 +4,7 @@
     masses = fallback.class_masses([pil_image])         # (1, classes): ImageNet probability per our class
     consultation = fallback.consult(pil_image)           # the model runs only when called
     consultation.result                                  # FallbackResult once called, else None
+    fallback.consult(pil_image, runner=executor).start() # runs now on the executor; a call waits
 
 When it is asked, and what its answer counts for, is the answer rule's business (service.answer).
 Importing this package loads nothing heavy; the TFLite interpreter starts on first use.
@@ -69,22 +70,43 @@ class Fallback:
             })
         return top
 
-    def consult(self, image, k=3):
-        """A Consultation for the answer rule: the model runs only if the rule calls it."""
-        return Consultation(self, image, k)
+    def consult(self, image, k=3, runner=None):
+        """A Consultation for the answer rule: the model runs only if the rule calls it, or, with a
+        runner (a concurrent.futures executor), as soon as start() is called."""
+        return Consultation(self, image, k, runner)
 
 
 class Consultation:
     """Zero-argument callable returning the fallback's class masses for one picture; keeps the
-    whole FallbackResult (with the top-k ImageNet classes, for display) in .result once called."""
+    whole FallbackResult (with the top-k ImageNet classes, for display) in .result once called.
 
-    def __init__(self, fallback, image, k=3):
-        self.fallback, self.image, self.k = fallback, image, k
+    With a runner, start() sets the model going on it at once, so that it runs beside the CNN
+    (both release the GIL: on 2 cores that saves most of the fallback's time); the rule's call
+    then only waits. A started run the rule never asks for is dropped, result stays None. Every
+    run of one fallback goes through its runner: a single-worker executor is the one thread that
+    enters the TFLite interpreter, which is not thread-safe."""
+
+    def __init__(self, fallback, image, k=3, runner=None):
+        self.fallback, self.image, self.k, self.runner = fallback, image, k, runner
         self.result = None
+        self._future = None
+
+    def start(self):
+        if self.runner is not None and self._future is None:
+            self._future = self.runner.submit(self.fallback.analyse, self.image, self.k)
+        return self
 
     def __call__(self):
-        self.result = self.fallback.analyse(self.image, self.k)
+        if self.runner is None:
+            self.result = self.fallback.analyse(self.image, self.k)
+        else:
+            self.result = self.start()._future.result()
         return self.result.class_masses
+
+    def cancel(self):
+        """Drop a started run the rule did not ask for, if it has not begun yet."""
+        if self._future is not None and self.result is None:
+            self._future.cancel()
 
 
 def load_fallback(directory):

@@ -35,6 +35,23 @@ def test_a_consultation_runs_the_model_only_when_called(shipped_fallback, exampl
     assert (masses >= 0).all() and masses.sum() <= 1 + 1e-5
 
 
+def test_a_started_consultation_runs_on_its_runner_and_gives_the_same_answer(shipped_fallback, example_photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pictures = [open_image(path) for path in example_photos.values()]
+    direct = [shipped_fallback.consult(picture)() for picture in pictures]
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        started = [shipped_fallback.consult(picture, runner=runner).start() for picture in pictures]
+        assert all(consultation.result is None for consultation in started)  # running, not yet asked for
+        for consultation, masses in zip(started, direct):
+            np.testing.assert_array_equal(consultation(), masses)
+            assert consultation.result is not None
+        # A run the rule never asks for leaves no result; cancelling it is harmless either way.
+        unasked = shipped_fallback.consult(pictures[0], runner=runner).start()
+        unasked.cancel()
+        assert unasked.result is None
+
+
 def test_load_fallback_explains_a_missing_folder(tmp_path):
     with pytest.raises(FallbackUnavailable, match="not a fallback folder"):
         load_fallback(tmp_path)

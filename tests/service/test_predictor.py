@@ -111,6 +111,21 @@ def test_the_example_photos_are_answered_right_or_refused(predictor, example_pho
     assert all(answers[name] is None for name, truth in EXAMPLE_TRUTH.items() if truth is None), answers
 
 
+def test_request_threads_at_once_get_the_answers_they_get_one_at_a_time(bundle, example_photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The fallback runs beside the CNN on its own thread: requests overlapping must not mix up
+    # whose ImageNet answer is whose.
+    predictor = Predictor(bundle)
+    paths = list(example_photos.values()) * 2
+    alone = [predictor.predict(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(predictor.predict, paths))
+    for one, other in zip(alone, together):
+        assert (one.label, one.answered_by, one.imagenet_top) == (other.label, other.answered_by, other.imagenet_top)
+    assert any(p.imagenet_top for p in together)
+
+
 def test_the_page_tells_one_story_on_the_example_photos(predictor, example_photos):
     predictions = [predictor.predict(path) for path in example_photos.values()]
     for prediction in predictions:
