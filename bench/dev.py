@@ -73,7 +73,7 @@ def dev_embeddings(per_class=300, model_path=None, extra_sets=None, data_dir=Non
     path = Path(cache_dir) / f"dev-{key}.npz"
     cached = dict(np.load(path)) if path.exists() else {}
     wanted = ("train", "val", "test") + tuple(extra_sets or ())
-    missing = [name for name in wanted if f"{name}.features" not in cached]
+    missing = [name for name in wanted if f"{name}.ood_features" not in cached]
     if missing:
         import keras
 
@@ -92,11 +92,12 @@ def dev_embeddings(per_class=300, model_path=None, extra_sets=None, data_dir=Non
                 x = extra_sets[name]()
                 y = np.full(len(x), -1)
             out = embed(extractor, x)
-            cached.update({f"{name}.features": out.features, f"{name}.logits": out.logits, f"{name}.labels": y})
+            cached.update({f"{name}.features": out.features, f"{name}.ood_features": out.ood_features,
+                           f"{name}.logits": out.logits, f"{name}.labels": y})
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp.npz")
         np.savez(temporary, **cached)
         os.replace(temporary, path)
     return {
-        name: {part: cached[f"{name}.{part}"] for part in ("features", "logits", "labels")} for name in wanted
+        name: {part: cached[f"{name}.{part}"] for part in ("features", "ood_features", "logits", "labels")} for name in wanted
     }

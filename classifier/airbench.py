@@ -40,7 +40,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from classifier.airbench_config import WIDTHS, AirbenchConfig  # noqa: F401  (hyperparameters, without Keras)
+from classifier.airbench_config import VIEW_WEIGHTS, WIDTHS, AirbenchConfig  # noqa: F401  (hyperparameters, without Keras)
 from classifier.devices import device_count
 from classifier.images import to_float
 from classifier.models import RGB_MEAN, RGB_STD
@@ -207,15 +207,15 @@ def test_time_views(inputs, level):
     """The views of a batch and their weights: the picture, its mirror image, and (level 2) both
     shifted by one pixel up-left and down-right with reflected edges."""
     if level == 0:
-        return [inputs], [1.0]
+        return [inputs], list(VIEW_WEIGHTS[0])
     mirrored = [inputs, ops.flip(inputs, axis=2)]
     if level == 1:
-        return mirrored, [0.5, 0.5]
+        return mirrored, list(VIEW_WEIGHTS[1])
     height, width = inputs.shape[1], inputs.shape[2]
     padded = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
     up_left, down_right = padded[:, :height, :width, :], padded[:, 2:, 2:, :]
     shifted = [up_left, ops.flip(up_left, axis=2), down_right, ops.flip(down_right, axis=2)]
-    return mirrored + shifted, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    return mirrored + shifted, list(VIEW_WEIGHTS[2])
 
 
 # ---------------------------------------------------------------- optimizer, schedule, lookahead

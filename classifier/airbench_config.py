@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 # The nets of the airbench family: widths of the three blocks.
 WIDTHS = {"airbench94": (64, 256, 256), "airbench95": (128, 384, 384)}
+# The weights of the test-time views at each tta_level (classifier.airbench.test_time_views): the
+# picture and its mirror image, then (level 2) both shifted by a pixel up-left and down-right.
+VIEW_WEIGHTS = ((1.0,), (0.5, 0.5), (0.25, 0.25, 0.125, 0.125, 0.125, 0.125))
 
 
 @dataclass(frozen=True)

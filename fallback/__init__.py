@@ -118,7 +118,7 @@ def load_fallback(directory):
     config = json.loads(config_path.read_text())
     class_names = tuple(config.get("class_names", CLASS_NAMES))
     classifier = TFLiteImageNetClassifier(
-        directory / config["model"], num_threads=config.get("num_threads", 1), crop_fraction=config.get("crop_fraction", 0.875)
+        directory / config["model"], num_threads=config.get("num_threads", 0), crop_fraction=config.get("crop_fraction", 0.875)
     )
     return Fallback(
         classifier,

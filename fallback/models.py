@@ -49,11 +49,12 @@ class TFLiteImageNetClassifier:
     quantization are read from the model.
     """
 
-    def __init__(self, model_path, num_threads=1, crop_fraction=CROP_FRACTION):
+    def __init__(self, model_path, num_threads=0, crop_fraction=CROP_FRACTION):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise FallbackUnavailable(f"No TFLite model at {self.model_path}.")
-        self.num_threads = num_threads
+        # 0: every core of the machine it runs on (2 here: 5.4 ms a photo against 9.0 on one).
+        self.num_threads = num_threads or os.cpu_count() or 1
         self.crop_fraction = crop_fraction
         self._interpreter = None
 

@@ -30,6 +30,8 @@ class OODDetector(BaseEstimator):
     # A detector whose score means the same for every class (feature length, say) sets this
     # False and gets one threshold for all: per-class bars would only move some classes' cut.
     per_class_thresholds = True
+    # Which of the CNN's outputs (classifier.embedding.Embedding) the detector scores.
+    reads = "features"
 
     def score_samples(self, features, classes):
         """Normality score of each sample (higher = more like the training images of its class)."""

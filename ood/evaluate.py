@@ -3,8 +3,8 @@
     detectors = fit_candidates(config, train, val, weights, bias, n_classes)
     table = ood_table(detectors, test, {"near_ood": near, "far_ood": far, ...})
 
-Each split is a dict with "features" and "logits" (and "labels" for train/val); a detector scores
-a sample with the class the CNN predicts for it. AUROC and FPR@95%TPR treat in-distribution as the
+Each split is a dict with "features", "ood_features" and "logits" (and "labels" for train/val); a
+detector scores the array it reads (its `reads`) with the class the CNN predicts for it. AUROC and FPR@95%TPR treat in-distribution as the
 positive class and use decision_function, the score the app thresholds.
 """
 
@@ -16,9 +16,10 @@ from ood.baselines import ActivationShaping, EnergyScore, FeatureNorm, KNearestN
 from ood.combined import CombinedScore
 from ood.detectors import MIN_CALIBRATION_SAMPLES
 from ood.forests import ClassIsolationForests, GlobalIsolationForest
+from ood.neighbourhood import NeighbourhoodScore
 
 METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "knn", "ash",
-           "feature_norm", "forests_ash_norm")
+           "feature_norm", "forests_ash_norm", "neighbourhood")
 
 
 def make_detector(method, config, weights, bias, n_classes):
@@ -40,6 +41,8 @@ def make_detector(method, config, weights, bias, n_classes):
             ("ash", ActivationShaping(weights, bias, percentile=config.ash_percentile)),
             ("norm", FeatureNorm()),
         ], n_classes=n_classes),
+        "neighbourhood": lambda: NeighbourhoodScore(bank_per_class=config.neighbourhood_bank_per_class, k=config.neighbourhood_k,
+                                                    random_state=config.seed, n_classes=n_classes),
     }
     if method not in makers:
         raise ValueError(f"Unknown OOD method {method!r}; choose from {METHODS}.")
@@ -50,27 +53,33 @@ def predicted(split):
     return np.asarray(split["logits"]).argmax(axis=1)
 
 
-def true_positives(split):
-    """Features and labels of the samples the CNN classifies correctly."""
+def true_positives(split, reads="features"):
+    """Features (or the split's `reads` array) and labels of the samples the CNN classifies correctly."""
     keep = predicted(split) == np.asarray(split["labels"])
-    return np.asarray(split["features"])[keep], np.asarray(split["labels"])[keep]
+    return np.asarray(read(split, reads))[keep], np.asarray(split["labels"])[keep]
+
+
+def read(split, reads):
+    """The array a detector reads from a split; the features where a split has no such array
+    (a net without earlier layers to pool: its ood_features are its features)."""
+    return split[reads] if reads in split else split["features"]
 
 
 def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS):
     """Fit each method on the training true positives; calibrate on the validation images (all of
     them by their predicted class, as uploads arrive, or only the correctly classified ones, as
     config.calibration_images says)."""
-    train_x, train_y = true_positives(train)
-    if len(train_y) < MIN_CALIBRATION_SAMPLES:  # the same for an untrained model: all images
-        train_x, train_y = np.asarray(train["features"]), np.asarray(train["labels"])
-    val_x, val_y = true_positives(val)
-    # All of them when asked, or when the model gets too few right (smoke tests).
-    if config.calibration_images == "all" or len(val_y) < MIN_CALIBRATION_SAMPLES:
-        val_x, val_y = np.asarray(val["features"]), predicted(val)
     detectors = {}
     for method in methods:
-        detector = make_detector(method, config, weights, bias, n_classes).fit(train_x, train_y)
-        detectors[method] = detector.calibrate(val_x, val_y, config.tpr)
+        detector = make_detector(method, config, weights, bias, n_classes)
+        train_x, train_y = true_positives(train, detector.reads)
+        if len(train_y) < MIN_CALIBRATION_SAMPLES:  # the same for an untrained model: all images
+            train_x, train_y = np.asarray(read(train, detector.reads)), np.asarray(train["labels"])
+        val_x, val_y = true_positives(val, detector.reads)
+        # All of them when asked, or when the model gets too few right (smoke tests).
+        if config.calibration_images == "all" or len(val_y) < MIN_CALIBRATION_SAMPLES:
+            val_x, val_y = np.asarray(read(val, detector.reads)), predicted(val)
+        detectors[method] = detector.fit(train_x, train_y).calibrate(val_x, val_y, config.tpr)
     return detectors
 
 
@@ -88,7 +97,7 @@ def fpr_at_tpr(id_scores, ood_scores, tpr=0.95):
 
 
 def decisions(detector, splits):
-    return {name: detector.decision_function(split["features"], predicted(split)) for name, split in splits.items()}
+    return {name: detector.decision_function(read(split, detector.reads), predicted(split)) for name, split in splits.items()}
 
 
 def ood_table(detectors, test, ood_sets, extra_id_sets=None, id_groups=None):

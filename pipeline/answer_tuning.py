@@ -158,5 +158,6 @@ def cnn_outputs(bundle, pictures):
     detector = getattr(bundle, "ood_detector", None)
     if detector is None:
         return embedding.probabilities, None
-    verdicts = np.asarray(detector.predict(embedding.features, embedding.probabilities.argmax(axis=1)))
+    features = getattr(embedding, detector.reads)
+    verdicts = np.asarray(detector.predict(features, embedding.probabilities.argmax(axis=1)))
     return embedding.probabilities, verdicts == 1

@@ -47,7 +47,7 @@ class FallbackConfig:
     tuning_pictures_per_class: int = 10
     max_answer_error: float = 0.25  # tuning: at most this share of the answers given may be wrong
     rule: AnswerRule = field(default_factory=AnswerRule)
-    num_threads: int = 1
+    num_threads: int = 0  # the TFLite interpreter's threads; 0: every core of the serving machine
     crop_fraction: float = 0.875
     cache_dir: str = ".cache/fallback"
     seed: int = 0

@@ -50,6 +50,9 @@ class OODConfig:
     residual: bool = True
     knn_k: int = 50
     ash_percentile: float = 80  # ASH-S prunes each sample's features below this percentile
+    # NeighbourhoodScore: training pictures kept per class (the same for every class), neighbours.
+    neighbourhood_bank_per_class: int = 200
+    neighbourhood_k: int = 20
     seed: int = 0
     methods: tuple = METHODS
     # The design's detector: the per-class isolation forests, with ASH-S energy and the features'
@@ -118,7 +121,8 @@ def _is_ours(dataset):
 
 
 def _split(embedding, labels, keep=slice(None)):
-    return {"features": embedding.features[keep], "logits": embedding.logits[keep], "labels": np.asarray(labels)[keep]}
+    return {"features": embedding.features[keep], "ood_features": embedding.ood_features[keep], "logits": embedding.logits[keep],
+            "labels": np.asarray(labels)[keep]}
 
 
 def _ood_images(context, config):
@@ -196,7 +200,7 @@ def _noise_gate(context, original, image_sets):
 
 def _embedded(bundle, x):
     out = bundle.embed(x)
-    return {"features": out.features, "logits": out.logits}
+    return {"features": out.features, "ood_features": out.ood_features, "logits": out.logits}
 
 
 def _targets(table, chosen):

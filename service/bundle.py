@@ -11,7 +11,8 @@ Layout of a bundle folder (each optional artefact is read by its own package's l
                               then the head on its features (classifier.transfer)
     answer_rule.json          the answer rule's tuned thresholds (service.answer)
     config.json, metrics.json, history.json, figures/*.png, reports/
-    ood_detector.joblib       the detector the OOD table chose (ood.CombinedScore: forests + ASH + norm)
+    ood_detector.joblib       the detector the OOD table chose (pipeline.ood_stage; its `reads` names
+                              the CNN output it scores: features or ood_features)
     noise_gate.json           ood.NoiseGate: pictures of pure noise are refused before the CNN
     gallery.npz               similarity.NearestTrainingImages
     monitoring_reference.json monitoring.MonitoringReference (class mean histograms, baselines)

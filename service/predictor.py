@@ -42,6 +42,15 @@ class PredictorConfig:
     gallery_from: str = "answer"
     # JPEG uploads larger than twice this are decoded at a reduced scale (classifier.images).
     draft_side: int = 1024
+    # Start the ImageNet fallback beside the CNN for any upload that is not a thumbnail (the
+    # rule asks about nearly every photo); False: only once the rule asks (bench.predict_latency
+    # --compare measures both).
+    fallback_alongside: bool = True
+    # One upload needs only small matrix products from numpy (the OOD detector's bank, the
+    # gallery); OpenBLAS's own threads then just fight TensorFlow's and TFLite's for the cores and
+    # stretch the slowest uploads (p95 35 -> 27 ms on 2 cores, bench.predict_latency). Applies to
+    # the whole process: a Predictor lives in a serving process. None: leave BLAS as it is.
+    blas_threads: int | None = 1
 
 
 @dataclass
@@ -87,6 +96,10 @@ class Predictor:
         # (the TFLite interpreter is not thread-safe), beside the CNN.
         self._model_lock = threading.Lock()
         self._fallback_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fallback")
+        if config.blas_threads:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(config.blas_threads, user_api="blas")
 
     @property
     def class_names(self):
@@ -106,14 +119,14 @@ class Predictor:
         consultation = None
         if not static and self.bundle.fallback is not None:
             consultation = self.bundle.fallback.consult(to_mode(image, 3), runner=self._fallback_runner)
-            if not thumbnail:
+            if self.config.fallback_alongside and not thumbnail:
                 # The rule asks the ImageNet model about nearly every photo (494 of 500 ImageNet
                 # samples), so it starts now and runs beside the CNN: 7 ms off the answer's wait.
                 consultation.start()
         with self._model_lock:
             embedding = self.bundle.embed(to_float(pixels[None], p.scale))
         probabilities, features = embedding.probabilities[0], embedding.features[0]
-        ood_inlier, ood_score = self._ood(embedding.features, int(np.argmax(probabilities)))
+        ood_inlier, ood_score = self._ood(embedding, int(np.argmax(probabilities)))
         if static:
             decision = rule.refuse_noise(correlation, gate.natural_min_)
         else:
@@ -157,10 +170,11 @@ class Predictor:
             return None
         return render(self.log, self.reference)
 
-    def _ood(self, features, predicted):
+    def _ood(self, embedding, predicted):
         detector = self.bundle.ood_detector
         if detector is None:
             return None, None
+        features = getattr(embedding, detector.reads)
         score = float(detector.decision_function(features, np.array([predicted]))[0])
         return bool(score >= 0), score
 

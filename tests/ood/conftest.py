@@ -12,9 +12,11 @@ PER_CLASS = 200  # train, val and test images per class: 2,600 each
 
 @pytest.fixture(scope="session")
 def real_features(model_path, shared_data, data_path):
-    """{"train", "val", "test", "mnist"}: features, logits, labels (-1 for MNIST)."""
-    from ood.datasets import far_ood_images
+    """{"train", "val", "test", "mnist", "near_ood"}: features, ood_features, logits, labels (-1 for
+    the OOD sets: MNIST digits, Tiny ImageNet pictures of other classes)."""
+    from ood.datasets import far_ood_images, near_ood_images
 
     mnist = data_path("mnist")
     return dev_embeddings(PER_CLASS, model_path, data_dir=shared_data,
-                          extra_sets={"mnist": lambda: far_ood_images(mnist, limit=1000)})
+                          extra_sets={"mnist": lambda: far_ood_images(mnist, limit=1000),
+                                      "near_ood": lambda: near_ood_images(shared_data, limit=1500)})

@@ -35,7 +35,7 @@ def stage_inputs(model_path, shared_data):
         x_test=none, y_test=splits["test"]["labels"], class_names=CLASS_NAMES,
         train_augmented=np.zeros(len(splits["train"]["labels"]), bool),
     )
-    embeddings = {name: Embedding(s["features"], s["logits"], s["logits"]) for name, s in splits.items()}
+    embeddings = {name: Embedding(s["features"], s["logits"], s["logits"], s["ood_features"]) for name, s in splits.items()}
     return bundle, dataset, embeddings
 
 
