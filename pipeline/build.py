@@ -121,7 +121,9 @@ def build(config=BuildConfig(), verbose="auto"):
     }
     if config.preset_reason:
         metrics["preset_choice"] = {"preset": config.train.preset, "why": config.preset_reason}
-    _log(f"evaluation: {_headline(metrics['classifier'])}")
+    fit = metrics["training"]["fit_seconds"]
+    fitted = f"; fit {fit / 60:.1f} min for {metrics['training']['epochs_run']} epochs on {metrics['training']['machine']}" if fit else ""
+    _log(f"evaluation: {_headline(metrics['classifier'])}{fitted}")
     context = BuildContext(bundle, dataset, embeddings, work_dir, data, config.data_dir)
     stage_configs = dict(config.stage_configs)
     modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage,
