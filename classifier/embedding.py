@@ -7,7 +7,8 @@ Every preset names three layers that the rest of the product reads: "features" (
 layer: gallery, logits), "logits" and "probabilities". The unknown-picture check reads
 ood_features: for an airbench net, the max-pooled activations of the earlier layers in OOD_LAYERS
 and the features, each averaged over the test-time views like the features and scaled to length
-1, side by side, then the features' own length as the last column (elsewhere, just the features).
+1, side by side, then the features' own length as the last column (for other nets, the features'
+direction and length).
 A picture of no known class can look ordinary to the last layer and odd to the earlier ones
 (texture, parts). They are pooled here, from the saved model's own layers, so model.keras stays
 a plain pixels-to-probabilities model.

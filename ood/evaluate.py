@@ -4,8 +4,9 @@
     table = ood_table(detectors, test, {"near_ood": near, "far_ood": far, ...})
 
 Each split is a dict with "features", "ood_features" and "logits" (and "labels" for train/val); a
-detector scores the array it reads (its `reads`) with the class the CNN predicts for it. AUROC and FPR@95%TPR treat in-distribution as the
-positive class and use decision_function, the score the app thresholds.
+detector scores the array it reads (its `reads`) with the class the CNN predicts for it. AUROC and
+FPR@95%TPR treat in-distribution as the positive class and use decision_function, the score the
+app thresholds.
 """
 
 import numpy as np
@@ -60,9 +61,8 @@ def true_positives(split, reads="features"):
 
 
 def read(split, reads):
-    """The array a detector reads from a split; the features where a split has no such array
-    (a net without earlier layers to pool: its ood_features are its features)."""
-    return split[reads] if reads in split else split["features"]
+    """The array a detector reads from a split (classifier.embedding.Embedding's field of that name)."""
+    return split[reads]
 
 
 def fit_candidates(config, train, val, weights, bias, n_classes, methods=METHODS):
