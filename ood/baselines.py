@@ -18,7 +18,7 @@ penultimate-layer features: logits = features @ weights + bias.
 
 import numpy as np
 
-from ood.detectors import OODDetector, l2_normalize
+from ood.detectors import OODDetector, l2_normalize, nearest_similarities
 
 
 def logit_weights(model):
@@ -153,12 +153,7 @@ class KNearestNeighbours(OODDetector):
         self.bank_ = l2_normalize(features)
         return self._finish_fit(features, labels)
 
-    def _score(self, features, classes, chunk=1024):
-        x = l2_normalize(features)
-        scores = np.empty(len(x))
-        for start in range(0, len(x), chunk):
-            similarity = x[start : start + chunk] @ self.bank_.T
-            # The k-th largest cosine similarity is the k-th smallest distance.
-            kth = -np.partition(-similarity, self.k_ - 1, axis=1)[:, self.k_ - 1]
-            scores[start : start + chunk] = -np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
-        return scores
+    def _score(self, features, classes):
+        # The k-th largest cosine similarity is the k-th smallest distance.
+        kth = nearest_similarities(l2_normalize(features), self.bank_, self.k_).min(axis=1)
+        return -np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))

@@ -135,6 +135,16 @@ def l2_normalize(features):
     return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def nearest_similarities(x, bank, k, chunk=1024):
+    """(n, k): the k largest dot products of each row of `x` with the rows of `bank`, in no
+    order (cosine similarities when both are at unit length); `chunk` rows at a time."""
+    top = np.empty((len(x), k), dtype=np.float32)
+    cut = len(bank) - k
+    for start in range(0, len(x), chunk):
+        top[start:start + chunk] = np.partition(x[start:start + chunk] @ bank.T, cut, axis=1)[:, cut:]
+    return top
+
+
 def load_detector(path):
     """Load a detector written by OODDetector.save (joblib: load only bundles you trust)."""
     import joblib

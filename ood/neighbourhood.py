@@ -19,7 +19,7 @@ One threshold for all classes, as the sum means the same for each.
 
 import numpy as np
 
-from ood.detectors import OODDetector, l2_normalize
+from ood.detectors import OODDetector, l2_normalize, nearest_similarities
 
 
 class NeighbourhoodScore(OODDetector):
@@ -60,16 +60,10 @@ class NeighbourhoodScore(OODDetector):
     def _score(self, features, classes):
         return ((self._parts(features) - self.means_) / self.scales_).sum(axis=1)
 
-    def _parts(self, features, chunk=1024):
+    def _parts(self, features):
         """(n, 2): closeness to the bank, the features' length."""
-        bank = self._working_bank()
-        x = l2_normalize(features[:, :-1])
-        closeness = np.empty(len(x))
-        cut = len(bank) - self.k_
-        for start in range(0, len(x), chunk):
-            similarity = x[start:start + chunk] @ bank.T
-            closeness[start:start + chunk] = np.partition(similarity, cut, axis=1)[:, cut:].mean(axis=1)
-        return np.stack([closeness, features[:, -1].astype(np.float64)], axis=1)
+        closeness = nearest_similarities(l2_normalize(features[:, :-1]), self._working_bank(), self.k_).mean(axis=1)
+        return np.stack([closeness.astype(np.float64), features[:, -1].astype(np.float64)], axis=1)
 
     def _working_bank(self):
         if getattr(self, "_bank32", None) is None:
