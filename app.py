@@ -1,6 +1,6 @@
 """The web app: a Gradio page over the service layer (service.public). UI wiring only.
 
-    python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share] [--behind-proxy]
                   [--state-dir state] [--rate-limit 30] [--admin-port PORT]
                   [--database postgresql://...] [--mlflow]
 
@@ -16,9 +16,14 @@ State: the prediction log, the corrections and the rate-limit counts live in SQL
 --state-dir, or in one PostgreSQL database that several replicas share (--database or
 $HONEST_DATABASE_URL; see storage). --mlflow also sends each upload's figures to MLflow.
 
-Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login): the
-drift dashboard and the review of proposed labels. The password comes from $HONEST_ADMIN_PASSWORD
-or the file named by $HONEST_ADMIN_PASSWORD_FILE; with neither, the admin area is off.
+Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login with
+wrong passwords throttled): the drift dashboard and the review of proposed labels. The password
+comes from $HONEST_ADMIN_PASSWORD or the file named by $HONEST_ADMIN_PASSWORD_FILE; with
+neither, the admin area is off.
+
+Who a visitor is: the address the connection came from. With --share (or --behind-proxy, for a
+proxy of your own on this machine) a loopback connection is a proxy's, and the visitor is the
+rightmost X-Forwarded-For entry, the one the proxy appended (README, Security).
 """
 
 import argparse
@@ -66,13 +71,10 @@ class UploadImage(gr.Image):
 
 
 def visitor(request):
-    """(client address, session id) of a Gradio request (service.visitors.client_of)."""
-    from service.visitors import client_of
-
+    """(client address, session id) of a Gradio request: the address the front door saw (web.guard)."""
     if request is None:
         return "local", ""
-    peer = request.client.host if request.client else None
-    return client_of(peer, request.headers.get("x-forwarded-for")), request.session_hash or ""
+    return (request.client.host if request.client else "unknown"), request.session_hash or ""
 
 
 def classify(service, path, client, session):
@@ -324,17 +326,18 @@ def launch(demo, host, port, share, bundle_dir, service):
     from web.api import create_api
     from web.guard import PublicGuard
 
-    # Per-client fairness is the service's (service.limits: in flight, per minute); the queue
-    # itself is long enough that one client's burst never fills it for everyone else. Eight
-    # workers, not four: a flooder's requests, refused by those limits inside the handler, then
-    # hold a smaller share of the turns (bench.public_link: p95 ratio under a flood 4.8 -> 3.5).
-    demo.queue(default_concurrency_limit=8, max_size=1024)
+    # Per-client fairness is the front door's (web.guard: each client's places) and the service's
+    # (service.limits: in flight, per minute); the queue itself is long enough that one client's
+    # burst never fills it for everyone else. api_open=False: Gradio's direct /run/ route refuses
+    # queued functions (the front door closes it, and /call/, before Gradio sees them).
+    demo.queue(default_concurrency_limit=8, max_size=1024, api_open=False)
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples"), str(service.thumbnails_dir)],
         footer_links=["api", "gradio"], show_error=False,
         # The front door: upload limits, and the JSON API (/api/v1) on the same port and link.
-        app_kwargs={"middleware": [Middleware(PublicGuard, limits=service.limits, api=create_api(service))]},
+        app_kwargs={"middleware": [Middleware(PublicGuard, limits=service.limits, api=create_api(service),
+                                              functions=set(demo.fns))]},
     )
     print(f"Serving on {local_url}", flush=True)
     if share and not share_url:
@@ -346,6 +349,10 @@ def launch(demo, host, port, share, bundle_dir, service):
 
 
 def launch_admin(service, port):
+    from starlette.middleware import Middleware
+
+    from web.login_throttle import LoginThrottle
+
     password = admin_password()
     if password is None:
         print(f"Admin area off: set {PASSWORD_VARIABLE} (or {PASSWORD_FILE_VARIABLE}, a file holding it) to turn on "
@@ -355,9 +362,19 @@ def launch_admin(service, port):
     admin.queue(default_concurrency_limit=2)
     # Bound to this machine only: a --share link never reaches it.
     _, url, _ = admin.launch(server_name="127.0.0.1", server_port=port, auth=("admin", password),
-                             prevent_thread_lock=True, show_error=False, footer_links=[])
+                             prevent_thread_lock=True, show_error=False, footer_links=[],
+                             app_kwargs={"middleware": [Middleware(LoginThrottle)]})
     print(f"Admin area on {url} (user admin)", flush=True)
     return admin
+
+
+def trust_proxy(trusted, environ=os.environ):
+    """Whom uvicorn believes about X-Forwarded-For (FORWARDED_ALLOW_IPS, read when the server
+    starts): loopback peers when a proxy on this machine appends each visitor's address (the share
+    tunnel's server appends the address it saw, and the tunnel connects from loopback), nobody
+    otherwise, so that no local process can make up visitors. uvicorn then takes the rightmost
+    entry that is not itself trusted. An operator's own FORWARDED_ALLOW_IPS is kept."""
+    environ.setdefault("FORWARDED_ALLOW_IPS", "127.0.0.1,::1" if trusted else "")
 
 
 def release_freed_memory():
@@ -378,7 +395,10 @@ def main(argv=None):
     parser.add_argument("--assets", default="assets", help="bundle folder, or a Hugging Face Hub repo id (owner/name)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public link (implies --behind-proxy)")
+    parser.add_argument("--behind-proxy", action="store_true",
+                        help="a proxy on this machine appends each visitor's address to X-Forwarded-For: from "
+                             "loopback, believe its rightmost entry (the --share tunnel does this)")
     parser.add_argument("--state-dir", default="state", help="where the monitoring log and visitors' corrections are kept")
     parser.add_argument("--rate-limit", type=int, default=30,
                         help="uploads per client per minute (corrections: a third of it); 0 turns every per-client limit off")
@@ -391,6 +411,8 @@ def main(argv=None):
                              "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    trust_proxy(args.share or args.behind_proxy)
+    os.umask(0o077)  # the state files (votes, pictures, the log, the salt) are the owner's alone
     release_freed_memory()
     tracker = start_tracking(args) if args.mlflow else None
     import storage

@@ -18,11 +18,13 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_app(assets, state_dir, timeout=180, extra_args=(), command=None):
+def running_app(assets, state_dir, timeout=180, extra_args=(), command=None, behind_proxy=True):
     """Yields (url, seconds from process start to serving). The log is state_dir/server.log, the
     process id state_dir/server.pid (for memory measurements and kill -9), the admin area's port
     state_dir/admin.port (it serves only when the environment gives it a password).
-    `command` (argv before --port) serves something else than app.py (bench.gradio_floor)."""
+    `command` (argv before --port) serves something else than app.py (bench.gradio_floor).
+    `behind_proxy`: the app believes X-Forwarded-For from loopback, as behind the --share tunnel,
+    so that a bench or test on this machine can be many visitors (app.py --behind-proxy)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     port, admin_port = free_port(), free_port()
@@ -33,7 +35,7 @@ def running_app(assets, state_dir, timeout=180, extra_args=(), command=None):
         process = subprocess.Popen(
             [*command, "--port", str(port)] if command else
             [sys.executable, "app.py", "--assets", str(assets), "--port", str(port), "--admin-port", str(admin_port),
-             "--state-dir", str(state_dir), *extra_args],
+             "--state-dir", str(state_dir), *(("--behind-proxy",) if behind_proxy else ()), *extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     (state_dir / "server.pid").write_text(str(process.pid))

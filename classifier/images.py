@@ -6,7 +6,11 @@ resize with Lanczos, scale to [0, 1].
 """
 
 import io
+import math
 import os
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,8 +27,71 @@ MAX_PIXELS = 50_000_000
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
+# What one decoded pixel may cost while a picture is decoded and reduced: RGBA, 4 bytes.
+BYTES_PER_PIXEL = 4
+
+
 class ImageError(ValueError):
     """A picture we cannot use; the message is written for the person who sent it."""
+
+
+class Busy(ImageError):
+    """The decode budget stayed full for longer than a visitor should wait."""
+
+
+class DecodeBudget:
+    """How many uploads one process reads and decodes at once, and how many megapixels those
+    decodes hold together: the one bound on decoding memory, whatever route an upload came by.
+
+        budget = DecodeBudget.for_machine()
+        with budget.decode():                      # before the file's bytes are read
+            with budget.pixels(width * height):    # from the header, before the pixels are decoded
+                ...decode, then reduce to a working size...
+
+    A request that cannot get its share within `wait_s` gets Busy, a plain "try again"."""
+
+    def __init__(self, decodes=2, megapixels=64.0, wait_s=30.0, clock=time.monotonic):
+        self.decodes, self.megapixels, self.wait_s, self.clock = int(decodes), float(megapixels), wait_s, clock
+        self._decoding, self._pixels = 0, 0.0
+        self._changed = threading.Condition()
+
+    @classmethod
+    def for_machine(cls, memory_share=0.01, max_decodes=4, wait_s=30.0):
+        """As many decodes as cores (at most `max_decodes`), and megapixels worth `memory_share`
+        of the machine's memory at BYTES_PER_PIXEL, never fewer than the largest picture we take."""
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        megapixels = max(MAX_PIXELS / 1e6, memory * memory_share / BYTES_PER_PIXEL / 1e6)
+        return cls(min(max_decodes, os.cpu_count() or 1), megapixels, wait_s)
+
+    @contextmanager
+    def decode(self):
+        with self._wait(lambda: self._decoding < self.decodes):
+            self._decoding += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._decoding -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def pixels(self, count):
+        megapixels = min(count / 1e6, self.megapixels)  # a picture larger than the budget waits for all of it
+        with self._wait(lambda: self._pixels + megapixels <= self.megapixels):
+            self._pixels += megapixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._pixels -= megapixels
+                self._changed.notify_all()
+
+    @contextmanager
+    def _wait(self, free):
+        with self._changed:
+            if not self._changed.wait_for(free, timeout=self.wait_s):
+                raise Busy("The server is busy with other pictures; try again in a minute.")
+            yield
 
 
 @dataclass(frozen=True)
@@ -50,13 +117,16 @@ class Preprocessing:
         return cls(**values)
 
 
-def open_image(source, draft_side=None):
+def open_image(source, draft_side=None, budget=None):
     """Decode bytes, a path, a PIL image or an array into a fully loaded PIL image.
 
     With `draft_side`, a JPEG larger than twice that is decoded at a reduced scale (Pillow's
     draft mode: 1/2 to 1/8 in the DCT itself), never below `draft_side` a side: a 50-megapixel
-    photo then costs a few megabytes, not 150. Raises ImageError with a plain message for anything
-    that is not a usable picture.
+    photo then costs a few megabytes, not 150. Any other format is decoded whole and at once
+    reduced by an integer factor to the same working size (`reduced`), before any copy is made
+    of it. With a `budget` (DecodeBudget), the decode first takes its megapixels from it, as the
+    header declares them. Raises ImageError with a plain message for anything that is not a
+    usable picture.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -85,16 +155,33 @@ def open_image(source, draft_side=None):
             f"The image is {width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
         )
     try:
-        image.seek(0)  # first frame of an animated GIF or WebP
-        if draft_side and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * draft_side:
-            image.draft(image.mode, (draft_side, draft_side))
-        image.load()
+        with nullcontext() if budget is None else budget.pixels(width * height):
+            image.seek(0)  # first frame of an animated GIF or WebP
+            if draft_side and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * draft_side:
+                image.draft(image.mode, (draft_side, draft_side))
+            image.load()
+            if draft_side:
+                image = reduced(image, draft_side)
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(f"The image is damaged or truncated and could not be decoded ({error}).") from None
     except EOFError:
         raise ImageError("The image is truncated and could not be decoded.") from None
     return image
+
+
+def reduced(image, side):
+    """`image` shrunk by the largest integer factor that keeps its short side at least `side`
+    and, for a long thin picture, its area near (2 * side)^2: every model and the correction
+    copy need far less (the CNN 32 pixels, the ImageNet model 224, a correction 512)."""
+    width, height = image.size
+    factor = max(min(width, height) // side, math.ceil(math.sqrt(width * height / (2 * side) ** 2)))
+    if factor <= 1:
+        return image
+    try:
+        return image.reduce(factor)  # a box filter over factor x factor blocks
+    except ValueError:  # modes reduce() does not take (P, 1, I;16): nearest pixels, in the same mode
+        return image.resize((max(1, width // factor), max(1, height // factor)), Image.Resampling.NEAREST)
 
 
 def to_mode(image, channels=3):

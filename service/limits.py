@@ -6,8 +6,8 @@
         ...classify...
     limits.correction(client)
 
-A client is what the app can tell apart: the address the request came from (a --share tunnel
-forwards it) — service.visitors.client_of says how it is read. The per-minute counts live in
+A client is what the app can tell apart: the address the request came from (behind the --share
+tunnel, the address the tunnel appended; web.guard says how it is read). The per-minute counts live in
 this process's memory (MemoryCounters: a sliding minute; a restart forgets them, which only ever
 lets a visitor in again) or, when replicas share a database, in a table there (SharedCounters),
 so that a visitor sent to two replicas still gets one allowance. The cap on requests in flight

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from classifier.images import ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
+from classifier.images import DecodeBudget, ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
 from service.answer import CNN, REFUSAL, under_the_hood, verdict
 from similarity import gallery_for
 
@@ -40,8 +40,16 @@ class PredictorConfig:
     # refusal: of the stage that judged last), so the page never contradicts its verdict;
     # "cnn": the CNN's own top classes, as before the answer rule owned the page (for comparisons).
     gallery_from: str = "answer"
-    # JPEG uploads larger than twice this are decoded at a reduced scale (classifier.images).
+    # Uploads larger than twice this a side are decoded at a reduced scale (JPEG) or reduced at
+    # once after decoding (classifier.images.open_image).
     draft_side: int = 1024
+    # The process-wide decode budget (classifier.images.DecodeBudget): uploads read and decoded at
+    # once, and megapixels they hold together; None sizes each from the machine (cores, memory).
+    # Every route into the models (the page's queue, the JSON API) decodes through it, so peak
+    # memory does not depend on which door a request came by (bench.public_link).
+    decodes: int | None = None
+    decode_megapixels: float | None = None
+    decode_wait_s: float = 30.0
     # Start the ImageNet fallback beside the CNN for any upload that is not a thumbnail (the
     # rule asks about nearly every photo); False: only once the rule asks (bench.predict_latency
     # --compare measures both).
@@ -95,6 +103,9 @@ class Predictor:
         # entering the Keras model at once. The ImageNet fallback runs on its own single thread
         # (the TFLite interpreter is not thread-safe), beside the CNN.
         self._model_lock = threading.Lock()
+        machine = DecodeBudget.for_machine(wait_s=config.decode_wait_s)
+        self.decode_budget = DecodeBudget(config.decodes or machine.decodes, config.decode_megapixels or machine.megapixels,
+                                          config.decode_wait_s)
         self._fallback_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fallback")
         if config.blas_threads:
             from threadpoolctl import threadpool_limits
@@ -106,11 +117,15 @@ class Predictor:
         return self.bundle.class_names
 
     def predict(self, source):
-        data = read_upload(source)
-        image = open_image(data if data is not None else source, self.config.draft_side)
-        # The picture's identity, for corrections: the file as sent (two files that differ in a
-        # few pixels are two pictures), or the pixels of a picture handed over decoded.
-        picture_hash = hashlib.sha256(data if data is not None else np.asarray(image).tobytes()).hexdigest()[:32]
+        """One upload (bytes, a path, a file, a PIL image or an array) -> Prediction; ImageError
+        with a plain message for a bad file, Busy when the decode budget stays full."""
+        with self.decode_budget.decode():
+            data = read_upload(source)
+            image = open_image(data if data is not None else source, self.config.draft_side, self.decode_budget)
+            # The picture's identity, for corrections: the file as sent (two files that differ in
+            # a few pixels are two pictures), or the pixels of a picture handed over decoded.
+            picture_hash = hashlib.sha256(data if data is not None else np.asarray(image).tobytes()).hexdigest()[:32]
+            del data  # the file's bytes leave the budget with its decode
         p, rule, gate = self.bundle.preprocessing, self.bundle.answer_rule, self.bundle.noise_gate
         pixels = to_uint8(image, p)
         thumbnail = is_thumbnail(image, p)

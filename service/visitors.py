@@ -1,7 +1,6 @@
 """Anonymous visitors: who is who (as far as the app can tell), and what it keeps of their uploads.
 
-    client = client_of(peer_host, forwarded_for)        # the address limits and pseudonyms use
-    voter = Pseudonyms(state_dir).voter(client)         # a salted hash: no address is ever stored
+    voter = Pseudonyms(state_dir).voter(client)         # a salted hash of the client's address: no address is stored
     token = memory.keep(correction_png, picture_hash, answer)   # the one thing a correction needs
     memory.get(token)                                   # None once expired or evicted
 
@@ -12,7 +11,6 @@ never kept.
 """
 
 import hashlib
-import ipaddress
 import os
 import secrets
 import threading
@@ -22,20 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SALT_FILE = "visitor_salt"
-
-
-def client_of(peer_host, forwarded_for=None):
-    """The client's address. A forwarded address is believed only from a loopback peer (the
-    --share tunnel and local proxies connect from there); anyone else could write any header."""
-    host = peer_host or "unknown"
-    if forwarded_for:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
-            return forwarded_for.split(",")[0].strip() or host
-    return host
 
 
 class Pseudonyms:

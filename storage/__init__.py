@@ -80,7 +80,11 @@ def open_engine(target, schema, synchronous="NORMAL", busy_timeout_s=10.0):
                                   connect_args={"connect_timeout": max(1, int(busy_timeout_s))})
         return engine.execution_options(schema_translate_map={None: schema})
     path = Path(_sqlite_path(target))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Votes, pictures and the log are the owner's alone; SQLite gives its -wal and -shm files the
+    # database file's own mode.
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     engine = sa.create_engine(
         f"sqlite:///{path}", pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_timeout=busy_timeout_s,
         connect_args={"timeout": busy_timeout_s, "isolation_level": None, "check_same_thread": False})

@@ -10,13 +10,15 @@ OpenAPI docs are served at /api/v1/docs (schema: /api/v1/openapi.json). The page
 --share link therefore carries the API too.
 """
 
+import tempfile
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from classifier.images import MAX_UPLOAD_BYTES, ImageError
+from classifier.images import MAX_UPLOAD_BYTES, Busy, ImageError
 from service.public import VisitorError
-from service.visitors import client_of
 
 PREFIX = "/api/v1"
 
@@ -58,24 +60,26 @@ class Error(BaseModel):
 def create_api(service):
     api = FastAPI(title="An image classifier that knows when it does not know", version="1",
                   docs_url=f"{PREFIX}/docs", openapi_url=f"{PREFIX}/openapi.json", redoc_url=None)
-    errors = {400: {"model": Error}, 413: {"model": Error}, 429: {"model": Error}}
+    errors = {400: {"model": Error}, 413: {"model": Error}, 429: {"model": Error}, 503: {"model": Error}}
 
     @api.post(f"{PREFIX}/classify", response_model=Answer, responses=errors)
     async def classify(request: Request):
         """A picture as a multipart file (any field name) or as the raw body."""
-        data = await _picture_bytes(request)
-        if isinstance(data, JSONResponse):
-            return data
-        client = _client(request)
+        picture = await _picture_file(request)
+        if isinstance(picture, JSONResponse):
+            return picture
         try:
             # The models run in a worker thread: the event loop keeps serving the page meanwhile.
-            from starlette.concurrency import run_in_threadpool
-
-            result = await run_in_threadpool(service.classify, data, client, "api")
+            # The file's bytes are read there, within the service's decode budget.
+            result = await run_in_threadpool(service.classify, picture, _client(request), "api")
         except VisitorError as error:
             return _error(429, str(error))
+        except Busy as error:
+            return _error(503, str(error))
         except ImageError as error:
             return _error(400, str(error))
+        finally:
+            picture.close()
         return answer_json(result.prediction, result.token)
 
     @api.post(f"{PREFIX}/corrections", response_model=Thanks, responses=errors)
@@ -100,27 +104,36 @@ def answer_json(prediction, token):
     }
 
 
-async def _picture_bytes(request):
-    """The uploaded bytes, or a JSON error response: too large, empty, or more than one file.
-    The declared length was checked at the front door (web.guard) before this app saw the request."""
+async def _picture_file(request):
+    """The uploaded picture as a file (spooled: large ones on disk, not in memory), or a JSON error
+    response: too large, empty, or more than one file. The declared length, the time it took and
+    the one file of a form were checked at the front door (web.guard) before this app saw the request."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_UPLOAD_BYTES)
         files = [value for value in form.values() if hasattr(value, "read")]
         if len(files) != 1:
             return _error(400, "Send one picture as one file field." if files else "The form holds no file.")
-        data = await files[0].read(MAX_UPLOAD_BYTES + 1)
+        picture, size = files[0].file, files[0].size
     else:
-        data = await request.body()
-    if len(data) > MAX_UPLOAD_BYTES:
+        picture, size = tempfile.SpooledTemporaryFile(max_size=1024 * 1024), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                break
+            picture.write(chunk)
+        picture.seek(0)
+    if size > MAX_UPLOAD_BYTES:
+        picture.close()
         return _error(413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
-    if not data:
+    if not size:
+        picture.close()
         return _error(400, "The file is empty.")
-    return data
+    return picture
 
 
 def _client(request):
-    peer = request.client.host if request.client else None
-    return client_of(peer, request.headers.get("x-forwarded-for"))
+    """The visitor's address, as the front door and uvicorn settled it (web.guard)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _error(status, message):

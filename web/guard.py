@@ -1,21 +1,32 @@
-"""The public server's front door: an ASGI middleware in front of Gradio (and the JSON API).
+"""The public server's front door: an ASGI middleware in front of Gradio and the JSON API.
 
-    demo.launch(app_kwargs={"middleware": [Middleware(PublicGuard, limits=limits)]})
+    demo.launch(app_kwargs={"middleware": [Middleware(PublicGuard, limits=limits, api=api, functions=set(demo.fns))]})
 
-The JSON API (web.api) is served from here, beside the page: requests under /api/v1 go to it,
-after the same size check as an upload. What it stops before Gradio sees it:
-- an upload request larger than one file of the largest size we accept, or without a length;
-- more than MAX_FILES_PER_REQUEST files in one upload request, or a file without a name;
-- more upload requests per client per minute than the upload limit allows (upload-only traffic
-  that never classifies still costs disk until the cache is cleaned);
-- a client's request to join Gradio's queue while it already holds as many places in it as its
-  in-flight limit (web.queue_turns: the queue is shared, first come first served, so a cap inside
-  the handler would still let a flooder stand in line in front of everybody else);
-- every plain-message refusal is JSON {"error": ...} with a 4xx status.
+Every request passes here first, whatever its route, and what it may cost is settled before its
+body is read:
+- Gradio's direct routes (/run/, /api/, /call/) are closed: the page and gradio_client go
+  through the queue, curl users have the JSON API (web.api), which is served from here too.
+- A request with a body must say its length (411), no more than its route takes (413): one
+  picture for an upload or a JSON API call, a few hundred kB for anything else.
+- An upload, a JSON API call and a join of Gradio's queue each take one of their client's places
+  (web.places) before the body is read, and the per-minute upload count is taken then too, so a
+  client over its limit is refused without the server reading what it sent, and a stalled
+  upload holds one of its own client's places, nobody else's. A refusal for a limit waits
+  REFUSAL_DELAY_S first (a tarpit), on every route.
+- Bodies are read within time limits into a spool (web.bodies); an upload must hold exactly one
+  named file, by python-multipart's reading of it; a join must name a session and one of the
+  page's functions. At most OPEN_BODIES bodies are read at once, all clients together.
+- A cut-off or too-slow body costs one line in the log and never reaches the app.
+
+Who a client is: the address uvicorn puts in the request's scope. From a loopback peer uvicorn
+takes the rightmost X-Forwarded-For entry, the one the --share tunnel appends, only when the app
+trusts a proxy (app.py sets FORWARDED_ALLOW_IPS; see README, Security). X-Forwarded-Host, which
+the tunnel passes on from the visitor unchanged, is dropped here before Gradio reads it.
 """
 
 import asyncio
 import json
+import logging
 import re
 from urllib.parse import parse_qs
 
@@ -23,95 +34,126 @@ from starlette.concurrency import run_in_threadpool
 
 from classifier.images import MAX_UPLOAD_BYTES
 from service.limits import LimitExceeded
-from service.visitors import client_of
 from web.api import PREFIX as API_PREFIX
-from web.queue_turns import QueueTurns
+from web.bodies import BodyLimits, BodyRefused, ClientGone, OneFileForm, read_body
+from web.places import Places
 
-MAX_FILES_PER_REQUEST = 1
-REFUSAL_DELAY_S = 1.0  # how long a client over its upload limit waits for its 429
+LOGGER = logging.getLogger(__name__)
+
+REFUSAL_DELAY_S = 1.0  # how long a client over a limit waits for its 429
 # Multipart framing around one file: boundaries and part headers, a few hundred bytes in practice.
 FRAMING_BYTES = 64 * 1024
-FILE_PART = re.compile(rb'content-disposition:[^\r\n]*filename="([^"]*)"', re.IGNORECASE)
-MAX_JOIN_BYTES = 256 * 1024  # a queue join names its inputs (uploaded files by reference): small
+UPLOAD_BODY_BYTES = MAX_UPLOAD_BYTES + FRAMING_BYTES
+SMALL_BODY_BYTES = 256 * 1024  # a queue join names its inputs (uploaded files by reference): small
+OPEN_BODIES = 64  # bodies being read at once, all clients together
+CLOSED = re.compile(r"^(/gradio_api)?/(run|api|call)(/|$)")
+SPOOFABLE_HEADERS = {b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 
 
 class PublicGuard:
-    def __init__(self, app, limits, api=None):
+    def __init__(self, app, limits, api=None, functions=None, body_limits=BodyLimits()):
         self.app, self.limits, self.api = app, limits, api
-        self.turns = QueueTurns(limits.in_flight) if limits.enabled else None
+        self.places = Places(limits.in_flight) if limits.enabled else None
+        self.functions = None if functions is None else set(functions)  # the page's fn indices
+        self.body_limits = body_limits
+        self._open_bodies = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.api is not None and scope["path"].startswith(API_PREFIX):
-            if scope["method"] == "POST" and (refusal := _size_refusal(scope)):
-                return await _refuse(send, *refusal)
-            return await self.api(scope, receive, send)
-        if scope["type"] == "http" and self.turns is not None:
-            path = scope["path"].rstrip("/")
-            if scope["method"] == "POST" and path.endswith("/queue/join"):
-                return await self._join(scope, receive, send)
-            if scope["method"] == "GET" and path.endswith("/queue/data"):
-                return await self._stream(scope, receive, send)
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith("/upload"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        client = _client(scope)
-        length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
-        if refusal := _size_refusal(scope):
-            return await _refuse(send, *refusal)
-        try:
-            # With replicas the count is a database transaction: off the event loop, which every
-            # other connection shares.
-            await run_in_threadpool(self.limits.upload_request, client)
-        except LimitExceeded as error:
-            # A tarpit: a client over its limit waits for its refusal. The wait costs the server
-            # no work (the event loop serves others meanwhile), and a client that retries at once
-            # in a loop is slowed to a request a second per connection instead of hundreds.
-            await asyncio.sleep(REFUSAL_DELAY_S)
-            return await _refuse(send, 429, str(error))
-        body = await _read_body(receive, int(length))
-        if body is None:
-            return await _refuse(send, 400, "The upload was cut short.")
-        names = FILE_PART.findall(body)
-        if len(names) > MAX_FILES_PER_REQUEST:
-            return await _refuse(send, 400, f"Send one picture at a time (this request holds {len(names)}).")
-        if any(not name.strip() for name in names):
-            return await _refuse(send, 400, "The file has no name; choose a picture file to upload.")
-        await self.app(scope, _replay(body, receive), send)
+        scope["headers"] = [(name, value) for name, value in scope["headers"] if name.lower() not in SPOOFABLE_HEADERS]
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        api_route = self.api is not None and path.startswith(API_PREFIX)
+        if not api_route and CLOSED.match(path):
+            return await _refuse(send, 404, "This route is closed. Use the page, gradio_client, "
+                                            f"or POST {API_PREFIX}/classify (see {API_PREFIX}/docs).")
+        if method in ("GET", "HEAD", "OPTIONS"):
+            if path.endswith("/queue/data") and self.places is not None:
+                return await self._stream(scope, receive, send)
+            return await (self.api if api_route else self.app)(scope, receive, send)
+        app = self.api if api_route else self.app
+        if api_route and path == f"{API_PREFIX}/classify":
+            return await self._work(scope, receive, send, app)
+        if not api_route and path.endswith("/upload"):
+            return await self._work(scope, receive, send, app, one_file=True)
+        if not api_route and path.endswith("/queue/join"):
+            return await self._join(scope, receive, send)
+        body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
+        if body is not None:
+            await _pass_on(app, scope, body, receive, send)
 
+    async def _work(self, scope, receive, send, app, one_file=False):
+        """An upload or a JSON API call: a place while it is read and answered, the per-minute
+        count before its body, and (for Gradio's upload route) one named file."""
+        if refusal := _size_refusal(scope, UPLOAD_BODY_BYTES):
+            return await _refuse(send, *refusal)
+        client = _client(scope)
+        key = await self._take_place(client, send)
+        if key is False:
+            return
+        try:
+            if self.places is not None:
+                try:
+                    # With replicas the count is a database transaction: off the event loop.
+                    await run_in_threadpool(self.limits.upload_request, client)
+                except LimitExceeded as error:
+                    return await _tarpit(send, str(error))
+            content_type = _header(scope, b"content-type")
+            form = None
+            if one_file or content_type.startswith("multipart/"):
+                try:
+                    form = OneFileForm(content_type)
+                except BodyRefused as refused:
+                    return await _refuse(send, refused.status, refused.message)
+            body = await self._read(scope, receive, send, UPLOAD_BODY_BYTES, form)
+            if body is not None:
+                await _pass_on(app, scope, body, receive, send)
+        finally:
+            if key is not None:
+                self.places.give_back(client, key)
 
     async def _join(self, scope, receive, send):
-        """Let a join through only while its client holds fewer places than its cap."""
+        """A join of Gradio's queue holds its client's place until the event ends."""
+        if refusal := _size_refusal(scope, SMALL_BODY_BYTES):
+            return await _refuse(send, *refusal)
         client = _client(scope)
-        body = await _read_body(receive, MAX_JOIN_BYTES)
-        if body is None:
-            return await _refuse(send, 413, "The request is too large or was cut short.")
+        key = await self._take_place(client, send)
+        if key is False:
+            return
+        event_id = session = None
         try:
-            session = json.loads(body).get("session_hash")
-        except (ValueError, AttributeError):
-            session = None
-        if not isinstance(session, str):
-            return await self.app(scope, _replay(body, receive), send)  # Gradio answers it plainly
-        key = self.turns.take(client, session)
-        if key is None:
-            await asyncio.sleep(REFUSAL_DELAY_S)  # the tarpit, as for uploads
-            return await _refuse(send, 429, f"Too many requests at once: at most {self.turns.cap} may wait or run. "
-                                            f"Wait for your answers, then {self.turns.cooldown_s:.0f} s, and try again.")
-        answer = {"status": None, "body": b""}
+            body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
+            if body is None:
+                return
+            try:
+                request = json.loads(body.read())
+            except ValueError:
+                request = None
+            session = request.get("session_hash") if isinstance(request, dict) else None
+            fn_index = request.get("fn_index") if isinstance(request, dict) else None
+            if not isinstance(session, str) or not session:
+                body.close()
+                return await _refuse(send, 400, "A queue join must name its session (session_hash).")
+            if self.functions is not None and (type(fn_index) is not int or fn_index not in self.functions):
+                body.close()
+                return await _refuse(send, 400, "There is no such function on this page.")
+            answer = {"status": None, "body": b""}
 
-        async def watched(message):
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                answer["body"] += message.get("body", b"")
-            await send(message)
+            async def watched(message):
+                if message["type"] == "http.response.start":
+                    answer["status"] = message["status"]
+                elif message["type"] == "http.response.body" and len(answer["body"]) < SMALL_BODY_BYTES:
+                    answer["body"] += message.get("body", b"")
+                await send(message)
 
-        try:
-            await self.app(scope, _replay(body, receive), watched)
-        finally:
+            await _pass_on(self.app, scope, body, receive, watched)
             event_id = _event_id(answer["body"]) if answer["status"] == 200 else None
-            if event_id is None:
-                self.turns.give_back(client, key)
-            else:
-                self.turns.bind(client, key, event_id)
+        finally:
+            if key is not None:
+                if event_id is None:
+                    self.places.give_back(client, key)
+                else:
+                    self.places.bind(client, key, event_id, session)
 
     async def _stream(self, scope, receive, send):
         """Watch a session's event stream for the end of each event, to free its place."""
@@ -125,20 +167,73 @@ class PublicGuard:
                 *complete, pending = pending.split(b"\n\n")
                 for event in complete:
                     if b"process_completed" in event and (event_id := _completed(event)):
-                        self.turns.finished(event_id)
-                pending = pending[-MAX_JOIN_BYTES:]
+                        self.places.finished(event_id)
+                pending = pending[-SMALL_BODY_BYTES:]
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         finally:
-            self.turns.session_ended(session)
+            self.places.session_ended(session)
+
+    async def _take_place(self, client, send):
+        """A place key (None when limits are off), or False once the client was refused."""
+        if self.places is None:
+            return None
+        key = self.places.take(client)
+        if key is None:
+            await _tarpit(send, f"Too many requests at once: at most {self.places.cap} may wait or run. "
+                                f"Wait for your answers, then {self.places.cooldown_s:.0f} s, and try again.")
+            return False
+        return key
+
+    async def _read(self, scope, receive, send, limit, form=None):
+        """The body, checked; None when it was refused (answered here) or its client went away."""
+        if refusal := _size_refusal(scope, limit):
+            await _refuse(send, *refusal)
+            return None
+        if self._open_bodies >= OPEN_BODIES:
+            await _refuse(send, 503, "The server is busy receiving other uploads; try again in a minute.",
+                          retry_after=60)
+            return None
+        self._open_bodies += 1
+        try:
+            body = await read_body(receive, limit, self.body_limits, None if form is None else form.write)
+            if form is not None:
+                try:
+                    form.finish()
+                except BodyRefused:
+                    body.close()
+                    raise
+            return body
+        except BodyRefused as refused:
+            if refused.status == 408:
+                LOGGER.info("%s %s from %s: body too slow, stopped", scope["method"], scope["path"], _client(scope))
+            await _refuse(send, refused.status, refused.message)
+        except ClientGone as gone:
+            LOGGER.info("%s %s from %s: cut off by the client after %d bytes", scope["method"], scope["path"],
+                        _client(scope), gone.size)
+        finally:
+            self._open_bodies -= 1
+        return None
+
+
+async def _pass_on(app, scope, body, receive, send):
+    try:
+        await app(scope, body.replay(receive), send)
+    finally:
+        body.close()
 
 
 def _client(scope):
-    headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-    peer = scope.get("client") or ("unknown", 0)
-    return client_of(peer[0], headers.get("x-forwarded-for"))
+    return (scope.get("client") or ("unknown", 0))[0]
+
+
+def _header(scope, name):
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def _event_id(body):
@@ -163,48 +258,32 @@ def _completed(event):
     return None
 
 
-def _size_refusal(scope):
-    """(status, message) for a body without a length or larger than one picture, else None."""
-    length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+def _size_refusal(scope, limit):
+    """(status, message) for a body without a length or larger than `limit`, else None."""
+    length = _header(scope, b"content-length")
+    if not length and not _header(scope, b"transfer-encoding"):
+        return None  # no body at all (HTTP/1.1: neither a length nor a chunked encoding)
     if not length.isdigit():
-        return 411, "An upload must say how large it is (Content-Length)."
-    if int(length) > MAX_UPLOAD_BYTES + FRAMING_BYTES:
-        return 413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+        return 411, "A request with a body must say how large it is (Content-Length)."
+    if int(length) > limit:
+        if limit >= MAX_UPLOAD_BYTES:
+            return 413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+        return 413, "The request is too large."
     return None
 
 
-async def _read_body(receive, length):
-    """The whole body (at most `length` bytes, as announced), or None if the client went away."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > length:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _tarpit(send, message):
+    # A client over its limit waits for its refusal. The wait costs the server no work (the event
+    # loop serves others meanwhile), and a client that retries at once in a loop is slowed to a
+    # request a second per connection instead of hundreds.
+    await asyncio.sleep(REFUSAL_DELAY_S)
+    await _refuse(send, 429, message, retry_after=10)
 
 
-def _replay(body, receive):
-    """The body, read already, then the client's own messages (its disconnect, when it comes)."""
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed
-
-
-async def _refuse(send, status, message):
+async def _refuse(send, status, message, retry_after=None):
     payload = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

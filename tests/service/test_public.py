@@ -15,7 +15,7 @@ from service.corrections import CorrectionStore
 from service.limits import ClientLimits
 from service.predictor import Predictor
 from service.public import CORRECTION_SIDE, PublicService, VisitorError
-from service.visitors import SALT_FILE, Pseudonyms, UploadMemory, client_of
+from service.visitors import SALT_FILE, Pseudonyms, UploadMemory
 from tests.postgres_server import postgres_server  # noqa: F401  (fixture: a throwaway PostgreSQL)
 from tests.bad_inputs import encode
 from tests.conftest import REPO
@@ -206,21 +206,6 @@ def test_the_byte_cap_holds_for_real_uploads(bundle, example_photos, tmp_path):
     first, second = (service.classify(photo, client=ALICE).token for photo in photos)
     assert memory.get(first) is None and memory.get(second) is not None
     assert memory.size_bytes == sizes[1] <= max(sizes) and len(memory) == 1
-
-
-@pytest.mark.parametrize("peer, forwarded, client", [
-    ("127.0.0.1", ALICE, ALICE),  # the --share tunnel and local proxies connect from loopback
-    ("::1", f"{ALICE}, 10.0.0.1", ALICE),  # the first address is the visitor's
-    ("localhost", ALICE, ALICE),
-    (BOB, ALICE, BOB),  # anyone else could write any header
-    ("10.1.2.3", "127.0.0.1", "10.1.2.3"),
-    ("127.0.0.1", None, "127.0.0.1"),
-    ("127.0.0.1", " , ", "127.0.0.1"),
-    (None, ALICE, "unknown"),
-    ("not-an-address", ALICE, "not-an-address"),
-])
-def test_a_forwarded_address_is_believed_only_from_loopback(peer, forwarded, client):
-    assert client_of(peer, forwarded) == client
 
 
 def test_pseudonyms_are_stable_per_state_folder(tmp_path):

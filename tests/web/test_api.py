@@ -78,7 +78,7 @@ def test_too_large_and_empty_requests_are_refused(api):
     body, kind = multipart(b"abc")
     body = body.replace(b'filename="photo.jpg"', b"")  # a form field, not a file
     status, error = post(api + "classify", body, kind, address="198.51.100.3")
-    assert status == 400 and "no file" in error["error"]
+    assert status == 400 and "named picture file" in error["error"]
 
 
 def test_a_correction_is_a_vote_and_limits_apply(api, example_photos):

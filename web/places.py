@@ -1,46 +1,48 @@
-"""Each client's places in Gradio's shared queue: at most `cap` events waiting or running.
+"""Each client's places at the front door: at most `cap` requests with work behind them at once.
 
-    turns = QueueTurns(cap=2)
-    if turns.take(client, session):      # at the door, before Gradio's /queue/join sees the request
-        ...join..., then turns.bind(client, session, event_id) or turns.give_back(client, session)
-    turns.finished(event_id)             # its "process_completed" message went out
-    turns.session_ended(session)         # its event stream closed: Gradio drops what it still held
+    places = Places(cap=2)
+    key = places.take(client)            # before the request's body is read; None: refused
+    ...an upload or a JSON API call...   places.give_back(client, key) when its answer has gone out
+    ...a join of Gradio's queue...       places.bind(client, key, event_id, session) once Gradio named the event
+    places.finished(event_id)            # its "process_completed" message went out
+    places.session_ended(session)        # its event stream closed: Gradio drops what it still held
 
+What takes a place: an upload while its body is read (so stalled uploads count against their
+client), a JSON API call until its answer is sent, and a queue event from its join to its end.
 Why at the door: Gradio's queue is first come, first served across all visitors. A per-client cap
 inside the handler refuses a flooder's extra requests only when their turn comes, so they still
-stand in line in front of everybody else. Counted here, a client never has more than `cap` places
-in the line. A place whose end we never see (a stream cut in a way we missed) is freed after
+stand in line in front of everybody else; and a body read before a refusal has cost the server
+the read. A place whose end we never see (a stream cut in a way we missed) is freed after
 `expiry_s`, so a client can lock out only itself, and only for that long.
 
 A client refused a place is refused every place for `cooldown_s` after that, and each refusal
 restarts the wait. A cap alone would still give a flooder `cap` of the server's turns against a
-normal visitor's one, a larger share of the CPU than the visitor's; with the cool-down a client
-that keeps sending more than its places gets nothing until it stops, while a visitor who waits for
-each answer (as the page does) is never refused.
+normal visitor's one; with the cool-down a client that keeps sending more than its places gets
+nothing until it stops, while a visitor who waits for each answer (as the page does) is never refused.
 """
 
+import itertools
 import threading
 import time
 from collections import defaultdict
 
 
-class QueueTurns:
+class Places:
     def __init__(self, cap=2, expiry_s=60.0, cooldown_s=10.0, clock=time.monotonic):
         self.cap = int(cap)
         self.expiry_s = expiry_s
         self.cooldown_s = cooldown_s
-        self._cooling = {}  # client -> when it may have a place again
         self.clock = clock
+        self._cooling = {}  # client -> when it may have a place again
         self._held = defaultdict(dict)  # client -> {place key: time taken}
-        self._owner = {}  # event id -> (client, place key)
-        self._by_session = defaultdict(set)  # session hash -> event ids
-        # Ends seen before their join was bound (a quick event can finish, its end stream out on a
+        self._owner = {}  # event id -> (client, place key, session)
+        # Ends seen before their join was bound (a quick event can finish, its end streamed out on a
         # session's open stream, before the join's answer has gone back): bind frees those at once.
         self._ended_early = {}  # event id -> when its end was seen
+        self._keys = itertools.count(1)
         self._lock = threading.Lock()
-        self._counter = 0
 
-    def take(self, client, session):
+    def take(self, client):
         """A place for `client`, or None when it already holds `cap` of them or is cooling down."""
         with self._lock:
             self._expire(client)
@@ -50,19 +52,17 @@ class QueueTurns:
                 if len(self._cooling) > 10_000:  # forget the clients whose wait is over
                     self._cooling = {c: t for c, t in self._cooling.items() if t > now}
                 return None
-            self._counter += 1
-            key = (session, self._counter)
-            self._held[client][key] = self.clock()
+            key = next(self._keys)
+            self._held[client][key] = now
             return key
 
-    def bind(self, client, key, event_id):
-        """The place `key` now waits for the event Gradio named `event_id`."""
+    def bind(self, client, key, event_id, session):
+        """The place `key` now waits for the event Gradio named `event_id`, in `session`."""
         with self._lock:
             if self._ended_early.pop(event_id, None) is not None:
                 self._drop(client, key)
             elif key in self._held.get(client, {}):
-                self._owner[event_id] = (client, key)
-                self._by_session[key[0]].add(event_id)
+                self._owner[event_id] = (client, key, session)
 
     def give_back(self, client, key):
         with self._lock:
@@ -72,8 +72,7 @@ class QueueTurns:
         with self._lock:
             owner = self._owner.pop(event_id, None)
             if owner is not None:
-                self._by_session[owner[1][0]].discard(event_id)
-                self._drop(*owner)
+                self._drop(owner[0], owner[1])
                 return
             now = self.clock()
             self._ended_early[event_id] = now
@@ -82,10 +81,9 @@ class QueueTurns:
 
     def session_ended(self, session):
         with self._lock:
-            for event_id in self._by_session.pop(session, set()):
-                owner = self._owner.pop(event_id, None)
-                if owner is not None:
-                    self._drop(*owner)
+            for event_id in [e for e, owner in self._owner.items() if owner[2] == session]:
+                client, key, _ = self._owner.pop(event_id)
+                self._drop(client, key)
 
     def held(self, client):
         with self._lock:
@@ -100,17 +98,15 @@ class QueueTurns:
                 del self._held[client]
 
     def _expire(self, client):
-        now = self.clock()
         places = self._held.get(client)
         if not places:
             return
-        expired = {key for key, taken in places.items() if taken <= now - self.expiry_s}
-        for key in expired:
-            del places[key]
-            for event_id in self._by_session.get(key[0], set()) & {e for e, owner in self._owner.items() if owner == (client, key)}:
+        oldest = self.clock() - self.expiry_s
+        expired = {key for key, taken in places.items() if taken <= oldest}
+        if expired:
+            for event_id in [e for e, owner in self._owner.items() if owner[0] == client and owner[1] in expired]:
                 del self._owner[event_id]
-                self._by_session[key[0]].discard(event_id)
-            if not self._by_session.get(key[0], True):
-                del self._by_session[key[0]]
+            for key in expired:
+                del places[key]
         if not places:
             del self._held[client]
