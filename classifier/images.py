@@ -29,6 +29,9 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 # What one decoded pixel may cost while a picture is decoded and reduced: RGBA, 4 bytes.
 BYTES_PER_PIXEL = 4
+# Modes Image.reduce() takes; and how many output rows `reduced` makes from one strip at a time.
+REDUCIBLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "PA")
+STRIP_BLOCKS = 64
 
 
 class ImageError(ValueError):
@@ -178,10 +181,16 @@ def reduced(image, side):
     factor = max(min(width, height) // side, math.ceil(math.sqrt(width * height / (2 * side) ** 2)))
     if factor <= 1:
         return image
-    try:
-        return image.reduce(factor)  # a box filter over factor x factor blocks
-    except ValueError:  # modes reduce() does not take (P, 1, I;16): nearest pixels, in the same mode
+    if image.mode not in REDUCIBLE_MODES:  # P, 1, I;16: nearest pixels, in the same mode
         return image.resize((max(1, width // factor), max(1, height // factor)), Image.Resampling.NEAREST)
+    # A box filter over factor x factor blocks, a strip of rows at a time: Pillow reduces RGBA
+    # and LA through a premultiplied copy, which for the whole picture would double its memory.
+    out = Image.new(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    rows = factor * STRIP_BLOCKS
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(top + rows, height)))
+        out.paste(strip.reduce(factor), (0, top // factor))
+    return out
 
 
 def to_mode(image, channels=3):
