@@ -46,6 +46,7 @@ FRAMING_BYTES = 64 * 1024
 UPLOAD_BODY_BYTES = MAX_UPLOAD_BYTES + FRAMING_BYTES
 SMALL_BODY_BYTES = 256 * 1024  # a queue join names its inputs (uploaded files by reference): small
 OPEN_BODIES = 64  # bodies being read at once, all clients together
+DRAIN_BYTES = 1024 * 1024  # a refused body up to this size is read and dropped, a larger one is cut off
 CLOSED = re.compile(r"^(/gradio_api)?/(run|api|call)(/|$)")
 SPOOFABLE_HEADERS = {b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 
@@ -65,7 +66,7 @@ class PublicGuard:
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
         api_route = self.api is not None and path.startswith(API_PREFIX)
         if not api_route and CLOSED.match(path):
-            return await _refuse(send, 404, "This route is closed. Use the page, gradio_client, "
+            return await _refuse(scope, send, 404, "This route is closed. Use the page, gradio_client, "
                                             f"or POST {API_PREFIX}/classify (see {API_PREFIX}/docs).")
         if method in ("GET", "HEAD", "OPTIONS"):
             if path.endswith("/queue/data") and self.places is not None:
@@ -86,9 +87,9 @@ class PublicGuard:
         """An upload or a JSON API call: a place while it is read and answered, the per-minute
         count before its body, and (for Gradio's upload route) one named file."""
         if refusal := _size_refusal(scope, UPLOAD_BODY_BYTES):
-            return await _refuse(send, *refusal)
+            return await _refuse(scope, send, *refusal)
         client = _client(scope)
-        key = await self._take_place(client, send)
+        key = await self._take_place(scope, client, send)
         if key is False:
             return
         try:
@@ -97,14 +98,14 @@ class PublicGuard:
                     # With replicas the count is a database transaction: off the event loop.
                     await run_in_threadpool(self.limits.upload_request, client)
                 except LimitExceeded as error:
-                    return await _tarpit(send, str(error))
+                    return await _tarpit(scope, send, str(error))
             content_type = _header(scope, b"content-type")
             form = None
             if one_file or content_type.startswith("multipart/"):
                 try:
                     form = OneFileForm(content_type)
                 except BodyRefused as refused:
-                    return await _refuse(send, refused.status, refused.message)
+                    return await _refuse(scope, send, refused.status, refused.message)
             body = await self._read(scope, receive, send, UPLOAD_BODY_BYTES, form)
             if body is not None:
                 await _pass_on(app, scope, body, receive, send)
@@ -115,9 +116,9 @@ class PublicGuard:
     async def _join(self, scope, receive, send):
         """A join of Gradio's queue holds its client's place until the event ends."""
         if refusal := _size_refusal(scope, SMALL_BODY_BYTES):
-            return await _refuse(send, *refusal)
+            return await _refuse(scope, send, *refusal)
         client = _client(scope)
-        key = await self._take_place(client, send)
+        key = await self._take_place(scope, client, send)
         if key is False:
             return
         event_id = session = None
@@ -133,10 +134,10 @@ class PublicGuard:
             fn_index = request.get("fn_index") if isinstance(request, dict) else None
             if not isinstance(session, str) or not session:
                 body.close()
-                return await _refuse(send, 400, "A queue join must name its session (session_hash).")
+                return await _refuse(scope, send, 400, "A queue join must name its session (session_hash).")
             if self.functions is not None and (type(fn_index) is not int or fn_index not in self.functions):
                 body.close()
-                return await _refuse(send, 400, "There is no such function on this page.")
+                return await _refuse(scope, send, 400, "There is no such function on this page.")
             answer = {"status": None, "body": b""}
 
             async def watched(message):
@@ -176,13 +177,13 @@ class PublicGuard:
         finally:
             self.places.session_ended(session)
 
-    async def _take_place(self, client, send):
+    async def _take_place(self, scope, client, send):
         """A place key (None when limits are off), or False once the client was refused."""
         if self.places is None:
             return None
         key = self.places.take(client)
         if key is None:
-            await _tarpit(send, f"Too many requests at once: at most {self.places.cap} may wait or run. "
+            await _tarpit(scope, send, f"Too many requests at once: at most {self.places.cap} may wait or run. "
                                 f"Wait for your answers, then {self.places.cooldown_s:.0f} s, and try again.")
             return False
         return key
@@ -190,10 +191,10 @@ class PublicGuard:
     async def _read(self, scope, receive, send, limit, form=None):
         """The body, checked; None when it was refused (answered here) or its client went away."""
         if refusal := _size_refusal(scope, limit):
-            await _refuse(send, *refusal)
+            await _refuse(scope, send, *refusal)
             return None
         if self._open_bodies >= OPEN_BODIES:
-            await _refuse(send, 503, "The server is busy receiving other uploads; try again in a minute.",
+            await _refuse(scope, send, 503, "The server is busy receiving other uploads; try again in a minute.",
                           retry_after=60)
             return None
         self._open_bodies += 1
@@ -209,7 +210,7 @@ class PublicGuard:
         except BodyRefused as refused:
             if refused.status == 408:
                 LOGGER.info("%s %s from %s: body too slow, stopped", scope["method"], scope["path"], _client(scope))
-            await _refuse(send, refused.status, refused.message)
+            await _refuse(scope, send, refused.status, refused.message)
         except ClientGone as gone:
             LOGGER.info("%s %s from %s: cut off by the client after %d bytes", scope["method"], scope["path"],
                         _client(scope), gone.size)
@@ -272,17 +273,25 @@ def _size_refusal(scope, limit):
     return None
 
 
-async def _tarpit(send, message):
+async def _tarpit(scope, send, message):
     # A client over its limit waits for its refusal. The wait costs the server no work (the event
     # loop serves others meanwhile), and a client that retries at once in a loop is slowed to a
     # request a second per connection instead of hundreds.
     await asyncio.sleep(REFUSAL_DELAY_S)
-    await _refuse(send, 429, message, retry_after=10)
+    await _refuse(scope, send, 429, message, retry_after=10)
 
 
-async def _refuse(send, status, message, retry_after=None):
+async def _refuse(scope, send, status, message, retry_after=None):
     payload = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    length = _header(scope, b"content-length")
+    if not length.isdigit() or int(length) > DRAIN_BYTES:
+        # Close rather than read (and throw away) the rest of a large body we refused: uvicorn
+        # would drain it through its parser to keep the connection alive, 0.6 of a core under a
+        # 16-thread flood of 25 MB uploads (bench.public_link). A client that reads its answer
+        # while still sending (curl, browsers) gets the sentence; one that sends everything first
+        # sees the connection closed. A small body is drained, and its sender reads the sentence.
+        headers.append((b"connection", b"close"))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

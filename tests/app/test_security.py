@@ -17,7 +17,8 @@ from PIL import Image
 
 from bench.app_server import running_app
 from bench.public_link import (
-    SAVED, Flooder, big_png, classify, correction_burst, memory_growth, pseudonyms_of, store_check, visitor,
+    SAVED, Flooder, big_png, classify, correction_burst, login_tries, memory_every_route, memory_growth, pseudonyms_of,
+    rss_mb, store_check, visitor,
 )
 from tests.app.conftest import ASSETS
 
@@ -44,6 +45,24 @@ def test_sessions_do_not_keep_big_uploads_in_memory(tmp_path, photos):
         before, after, _ = memory_growth(url, pid, picture, sessions=4)
     # Four decoded copies would be 784 MB; a session keeps a token and the server a 512-pixel PNG.
     assert after - before < 250, (before, after)
+
+
+def test_every_route_decodes_within_one_budget(tmp_path, photos):
+    picture = big_png(tmp_path / "big.png", megapixels=49)
+    with running_app(ASSETS, tmp_path / "state") as (url, _):
+        pid = int((tmp_path / "state" / "server.pid").read_text())
+        classify(visitor(url, "203.0.113.251"), photos[0])  # models loaded and warm before measuring
+        rest = rss_mb(pid)
+        figures = memory_every_route(url, pid, picture, addresses=4)
+    for route, peak, after, outcomes, sentences in figures:
+        # Four 49-megapixel RGBA decodes at once would hold 0.8 GB of pixels alone (1.8 GB measured
+        # before the budget); one decode at a time, reduced as it loads, holds about 0.2 GB.
+        assert peak - rest < 600 and after - rest < 150, (route, rest, peak, after)
+        assert outcomes.get("error", 0) == 0, (route, outcomes, sentences)
+        if route in ("run", "call"):
+            assert outcomes == {"refused": 4} and "closed" in sentences[0], (route, sentences)
+        elif route in ("page", "api"):
+            assert outcomes.get("answered", 0) >= 3, (route, outcomes, sentences)
 
 
 def test_the_public_page_shows_nothing_of_other_visitors(server, photos):
@@ -83,6 +102,27 @@ def test_the_admin_area_needs_the_password(tmp_path, monkeypatch, photos):
         dashboard = Client(admin, verbose=False, auth=("admin", "correct horse battery staple"))
         drift = dashboard.predict(api_name="/monitor")[0]
         assert "1 upload" in drift, drift  # the one upload made above, and only it
+
+
+def test_wrong_admin_passwords_are_throttled(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_ADMIN_PASSWORD", "correct horse battery staple")
+    with running_app(ASSETS, tmp_path, extra_args=("--rate-limit", "0")) as (url, _):
+        admin = f"http://127.0.0.1:{int((tmp_path / 'admin.port').read_text())}/"
+        tries = login_tries(admin, tries=12)
+    assert [status for status, _ in tries[:10]] == [400] * 10, tries  # Gradio's "Incorrect credentials"
+    assert [status for status, _ in tries[10:]] == [429, 429] and all(seconds >= 1.0 for _, seconds in tries[10:]), tries
+
+
+def test_state_files_are_the_owners_alone(server, photos):
+    import stat
+
+    url, state = server
+    client = visitor(url, "203.0.113.30")
+    classify(client, photos[0])
+    assert SAVED in client.predict(0, api_name="/relabel")
+    files = [path for path in state.iterdir() if path.suffix in (".sqlite", ".sqlite-wal", ".sqlite-shm") or path.name == "visitor_salt"]
+    assert {path.name for path in files} >= {"corrections.sqlite", "monitoring.sqlite", "visitor_salt"}
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in files), {p.name: oct(p.stat().st_mode) for p in files}
 
 
 def test_votes_on_one_picture_stay_side_by_side(server, photos):
@@ -181,7 +221,7 @@ def test_a_visitor_holds_at_most_its_in_flight_places_in_the_queue(limited_serve
     assert status == 429 and "Too many requests at once" in answer["error"], answer
     assert _join(url, "turns-d", neighbour)[0] == 200
     # Once the flooder's events have run, their ends gone out on its streams, and its cool-down
-    # (web.queue_turns, 10 s from its last refusal) is over, it may join again.
+    # (web.places, 10 s from its last refusal) is over, it may join again.
     assert "process_completed" in _stream(url, "turns-a") and "process_completed" in _stream(url, "turns-b")
     time.sleep(10.5)
     assert _join(url, "turns-e", flooder)[0] == 200

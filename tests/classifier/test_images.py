@@ -119,3 +119,67 @@ def test_the_jpeg_round_trip_gives_uploads_cifar10s_own_artefacts(shared_data, p
 def test_bundles_made_before_the_jpeg_setting_load_without_it():
     old_manifest = {"height": 32, "width": 32, "channels": 3, "scale": 1 / 255, "resample": "lanczos"}
     assert Preprocessing.from_dict(old_manifest).jpeg_quality is None
+
+
+def test_a_large_upload_is_reduced_on_load_to_the_same_pixels_as_a_whole_reduce():
+    import numpy as np
+
+    from classifier.images import reduced
+
+    rng = np.random.default_rng(0)
+    for mode, size in (("RGBA", (2999, 2101)), ("RGB", (5000, 700)), ("L", (2100, 2100))):
+        shape = (size[1], size[0], len(mode)) if len(mode) > 1 else (size[1], size[0])
+        picture = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        out = reduced(picture, 512)
+        factor = round(picture.width / out.width)
+        assert factor > 1 and min(out.size) >= 256
+        assert np.array_equal(np.asarray(out), np.asarray(picture.reduce(factor))), mode
+    palette = Image.new("P", (4000, 3000))
+    assert reduced(palette, 1024).mode == "P" and reduced(palette, 1024).size == (2000, 1500)
+    small = Image.new("RGB", (1500, 1500))
+    assert reduced(small, 1024) is small
+
+
+def test_open_image_with_a_working_side_decodes_a_49_megapixel_png_into_little():
+    import io
+
+    from classifier.images import DecodeBudget, open_image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (7000, 7000), (90, 140, 200, 255)).save(buffer, format="PNG")
+    picture = open_image(buffer.getvalue(), draft_side=1024, budget=DecodeBudget(1, 50))
+    assert picture.size == (1167, 1167)
+
+
+def test_the_decode_budget_bounds_decodes_and_megapixels_and_says_busy():
+    import threading
+
+    from classifier.images import Busy, DecodeBudget
+
+    budget = DecodeBudget(decodes=1, megapixels=60, wait_s=0.2)
+    with budget.decode():
+        with pytest.raises(Busy, match="busy"):
+            with budget.decode():
+                pass
+    with budget.pixels(49e6):
+        with pytest.raises(Busy):
+            with budget.pixels(20e6):
+                pass
+        with budget.pixels(10e6):  # what still fits goes through
+            pass
+    # A waiting decode goes as soon as the one before it is done.
+    budget = DecodeBudget(decodes=1, megapixels=60, wait_s=5)
+    order = []
+
+    def second():
+        with budget.decode():
+            order.append("second")
+
+    with budget.decode():
+        thread = threading.Thread(target=second)
+        thread.start()
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
+    machine = DecodeBudget.for_machine()
+    assert machine.decodes >= 1 and machine.megapixels >= 50
