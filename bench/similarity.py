@@ -22,7 +22,8 @@ import numpy as np
 
 from classifier.dataset import DataConfig, prepare_dataset
 from pipeline.gallery_stage import GalleryConfig, nearest_class_agreement
-from similarity.gallery import balanced_sample, gallery_for
+from classifier.readers import balanced_sample
+from similarity.gallery import gallery_for
 from similarity.index import NearestTrainingImages
 
 CACHE_DIR = Path(".cache/similarity")

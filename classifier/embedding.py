@@ -43,6 +43,12 @@ class Embedding:
             self.ood_features = ood_features([], self.features)
 
 
+def l2_normalize(rows):
+    """Each row scaled to length 1 (a zero row stays zero), float32."""
+    rows = np.asarray(rows)
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def feature_model(model, directory=None):
     """A Keras model that returns [features, logits, probabilities, pooled OOD layers...] in one
     pass; for a folder whose model is a transfer head on TFLite features (classifier.transfer),
@@ -86,5 +92,5 @@ def _embedding(outputs, count):
 
 def ood_features(blocks, features):
     """[each pooled block at length 1, ..., the features at length 1, the features' length]."""
-    units = [rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12) for rows in [*blocks, features]]
+    units = [l2_normalize(rows) for rows in [*blocks, features]]
     return np.concatenate([*units, np.linalg.norm(features, axis=1, keepdims=True)], axis=1).astype(np.float32)

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# An upload bigger than this is refused before it is decoded.
+# An upload bigger than this is refused before it is decoded, with this sentence.
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+TOO_LARGE = f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
 # Width x height above which a file is treated as a decompression bomb (a 40-megapixel photo
 # fits; a tiny PNG that claims 100,000 x 100,000 pixels does not).
 MAX_PIXELS = 50_000_000
@@ -140,7 +141,7 @@ def open_image(source, draft_side=None, budget=None):
         if not data:
             raise ImageError("The file is empty.")
         if len(data) > MAX_UPLOAD_BYTES:
-            raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+            raise ImageError(TOO_LARGE)
         try:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
@@ -257,7 +258,7 @@ def read_upload(source):
     if not data:
         raise ImageError("The file is empty.")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        raise ImageError(TOO_LARGE)
     return data
 
 
@@ -270,7 +271,7 @@ def _read_bytes(source):
         except OSError:
             raise ImageError("The uploaded file could not be found.") from None
         if size > MAX_UPLOAD_BYTES:
-            raise ImageError(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+            raise ImageError(TOO_LARGE)
         with open(source, "rb") as handle:
             return handle.read()
     if hasattr(source, "read"):

@@ -203,6 +203,19 @@ def load_keras_dataset(name="cifar10", label_mode="fine"):
         ) from error
 
 
+def balanced_sample(labels, per_class, eligible=None, seed=0):
+    """Row indices: up to `per_class` rows of each class drawn at random among `eligible` rows
+    (e.g. not rotated copies), sorted. Fixed by `seed`, so a rebuild picks the same images."""
+    labels = np.asarray(labels)
+    eligible = np.ones(len(labels), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in np.unique(labels):
+        candidates = np.flatnonzero((labels == label) & eligible)
+        rows.append(rng.permutation(candidates)[:per_class])
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
 def stratified_split(labels, fraction, rng):
     """(train indices, held-out indices), sorted: `fraction` of each class held out, and at least
     one picture of every class of three or more (a few pictures per class still give every split)."""

@@ -165,6 +165,14 @@ def reachable(host, port, timeout):
         return False
 
 
+def dequantized(raw, details):
+    """A LiteRT output tensor as float32: (raw - zero point) * scale for a quantized one (its
+    `details` from get_output_details), unchanged otherwise."""
+    scale, zero_point = details["quantization"]
+    raw = np.asarray(raw).astype(np.float32)
+    return (raw - zero_point) * scale if scale else raw
+
+
 def open_interpreter(model_path, num_threads=1, preserve_all_tensors=False):
     """A LiteRT (TFLite) interpreter with its tensors allocated; ValueError/RuntimeError if unusable."""
     try:
@@ -253,13 +261,11 @@ class TFLiteFeatures:
         """(n, h, w, c) pictures in [0, 1] (or uint8) -> (n, width) float32."""
         x = np.asarray(x)
         pixels = x if x.dtype == np.uint8 else np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-        scale, zero_point = self._pooled["quantization"]
         out = np.empty((len(pixels), self.width), np.float32)
         for row, picture in enumerate(pixels):
             self._interpreter.set_tensor(self._input["index"], self._to_input(picture)[None])
             self._interpreter.invoke()
-            raw = self._interpreter.get_tensor(self._pooled["index"]).reshape(-1).astype(np.float32)
-            out[row] = (raw - zero_point) * scale if scale else raw
+            out[row] = dequantized(self._interpreter.get_tensor(self._pooled["index"]).reshape(-1), self._pooled)
         return out
 
     def _to_input(self, picture):

@@ -15,13 +15,11 @@ import numpy as np
 from PIL import Image
 
 from classifier.images import open_image, to_mode
-from classifier.transfer import open_interpreter
-from classifier.transfer import reachable as _reachable  # the old name, which tests import
+from classifier.transfer import dequantized, open_interpreter, reachable
 
 # File names in a data folder's imagenet-models/ (the development data has them).
 MODELS_DIR = "imagenet-models"
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
-MOBILENET_V1_TINY = "mobilenet_v1_0.25_128_quant.tflite"
 IMAGENET_LABELS = "imagenet_labels.txt"
 # The usual ImageNet evaluation transform: keep the central 87.5% (224 of 256), then resize.
 CROP_FRACTION = 0.875
@@ -98,8 +96,7 @@ class TFLiteImageNetClassifier:
         return (pixels.astype(np.float32) / 127.5 - 1.0).astype(self._input["dtype"])
 
     def _to_probabilities(self, raw):
-        scale, zero_point = self._output["quantization"]
-        scores = (raw.astype(np.float32) - zero_point) * scale if scale else raw.astype(np.float32)
+        scores = dequantized(raw, self._output)
         if scores.min() < 0 or scores.sum() > 1.5:  # logits, not a softmax
             scores = np.exp(scores - scores.max())
         if len(scores) == 1001:
@@ -121,7 +118,7 @@ class KerasResNet50:
 
     def __init__(self, connect_timeout=3.0):
         cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / self.WEIGHTS_FILE
-        if not cached.exists() and not _reachable(self.WEIGHTS_HOST, 443, connect_timeout):
+        if not cached.exists() and not reachable(self.WEIGHTS_HOST, 443, connect_timeout):
             raise FallbackUnavailable(
                 "ResNet50's ImageNet weights must be downloaded and this machine is offline; "
                 "use the bundled MobileNetV2 (TFLiteImageNetClassifier) instead."

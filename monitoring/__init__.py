@@ -7,8 +7,9 @@ reference measured at build time, and the Monitor tab's figures.
                 "image": image})                                   # answer: what the person was told (None: refused)
     dashboard = render(log, reference)                             # figures, last uploads, drift markdown
 
-Importing this package loads numpy, Pillow and sqlite3 only; scipy and matplotlib are imported
-when drift is judged or a dashboard drawn.
+Importing this package loads numpy, Pillow and SQLAlchemy (the log's store, storage/); scipy and
+pandas are imported when drift is judged or the dashboard's tables made, MLflow only by
+monitoring.tracking.
 """
 
 from monitoring.dashboard import Dashboard, DashboardConfig, render

@@ -123,10 +123,6 @@ class PredictionLog:
             self.engine = storage.open_engine(self.target, schema="monitoring", synchronous="NORMAL",
                                               busy_timeout_s=busy_timeout_s)
             storage.create_tables(self.engine, METADATA)
-            if self.engine.dialect.name == "sqlite":  # a log file written before answers were kept apart
-                with self.engine.begin() as connection:
-                    if "answer" not in {column["name"] for column in sa.inspect(connection).get_columns("predictions")}:
-                        connection.execute(sa.text("ALTER TABLE predictions ADD COLUMN answer TEXT"))
 
     def append(self, record):
         """Log one prediction; returns its row id."""

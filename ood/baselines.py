@@ -1,5 +1,5 @@
-"""The baselines the per-class forests are measured against, with the same interface, so that
-whichever wins the table can be shipped.
+"""The OOD table's other candidates, with the same interface as the per-class forests, so that the
+build can ship whichever wins the table (pipeline.ood_stage).
 
 - MaxSoftmax: maximum softmax probability (Hendrycks & Gimpel, 2017).
 - EnergyScore: logsumexp of the logits (Liu et al., 2020).
@@ -18,7 +18,8 @@ penultimate-layer features: logits = features @ weights + bias.
 
 import numpy as np
 
-from ood.detectors import OODDetector, l2_normalize, nearest_similarities
+from classifier.embedding import l2_normalize
+from ood.detectors import OODDetector, nearest_similarities
 
 
 def logit_weights(model):

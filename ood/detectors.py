@@ -12,11 +12,12 @@ They take two arrays (features and the predicted classes), so scikit-learn's Pip
 check_estimator do not apply; get_params, set_params and clone do (BaseEstimator).
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+from classifier.atomic import atomic_path
 
 # A class with fewer held-out samples than this gets the threshold of all classes together.
 MIN_CALIBRATION_SAMPLES = 20
@@ -67,15 +68,12 @@ class OODDetector(BaseEstimator):
         return self
 
     def save(self, path):
-        """Write with joblib to a temporary file, then swap it in: never a half-written file."""
+        """Write with joblib, whole or not at all (classifier.atomic)."""
         import joblib
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        joblib.dump(self, temporary, compress=3)
-        os.replace(temporary, path)
-        return path
+        with atomic_path(path) as temporary:
+            joblib.dump(self, temporary, compress=3)
+        return Path(path)
 
     def _start_fit(self, features, labels):
         features = _as_features(features)
@@ -130,11 +128,6 @@ def _as_features(features):
     return features
 
 
-def l2_normalize(features):
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def nearest_similarities(x, bank, k, chunk=1024):
     """(n, k): the k largest dot products of each row of `x` with the rows of `bank`, in no
     order (cosine similarities when both are at unit length); `chunk` rows at a time."""
@@ -155,4 +148,9 @@ def load_detector(path):
     detector = joblib.load(path)
     if not isinstance(detector, OODDetector):
         raise TypeError(f"{path} holds a {type(detector).__name__}, not an OOD detector.")
+    try:  # a detector pickled by an older version can load and still lack what scoring needs
+        detector.decision_function(np.zeros((1, detector.n_features_in_), dtype=np.float32), np.zeros(1, dtype=np.int64))
+    except (AttributeError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} was saved by an older version ({type(error).__name__}); "
+                         "rebuild it with: python -m pipeline.build") from None
     return detector

@@ -1,4 +1,4 @@
-"""Isolation forests on the CNN's features: one per class (the shipped default) or one for all.
+"""Isolation forests on the CNN's features: one per class (the OOD stage's default candidate) or one for all.
 
     detector = ClassIsolationForests(n_classes=13).fit(train_features, train_labels)
     detector.calibrate(val_features, val_labels, tpr=0.95).predict(features, predicted_classes)
@@ -6,7 +6,8 @@
 
 import numpy as np
 
-from ood.detectors import OODDetector, l2_normalize
+from classifier.embedding import l2_normalize
+from ood.detectors import OODDetector
 
 
 class ClassIsolationForests(OODDetector):
@@ -55,13 +56,6 @@ class ClassIsolationForests(OODDetector):
                     shared = PackedForest(_isolation_forest(x, self.n_estimators, self.max_samples, seeds[label]))
                 self.forests_.append(shared)
         return self._finish_fit(features, labels)
-
-    def __setstate__(self, state):
-        # Detectors saved before the packed trees were named forests_ (the shipped bundle's among
-        # them) kept them as packed_: loaded, they hold the fitted state of a fresh fit.
-        if "packed_" in state:
-            state["forests_"] = state.pop("packed_")
-        super().__setstate__(state)
 
     def _fit_projection(self, features, labels):
         z = l2_normalize(features) if self.normalize else features.astype(np.float32)

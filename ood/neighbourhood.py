@@ -19,7 +19,9 @@ One threshold for all classes, as the sum means the same for each.
 
 import numpy as np
 
-from ood.detectors import OODDetector, l2_normalize, nearest_similarities
+from classifier.embedding import l2_normalize
+from classifier.readers import balanced_sample
+from ood.detectors import OODDetector, nearest_similarities
 
 
 class NeighbourhoodScore(OODDetector):
@@ -38,9 +40,7 @@ class NeighbourhoodScore(OODDetector):
             raise ValueError("bank_per_class and k must be at least 1.")
         if features.shape[1] < 2:
             raise ValueError("ood_features need a direction part and the length column.")
-        rng = np.random.default_rng(self.random_state)
-        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == label))[: self.bank_per_class]
-                                       for label in np.unique(labels)]))
+        keep = balanced_sample(labels, self.bank_per_class, seed=self.random_state)
         # float16 on disk (13 x 200 x 1,088 values: 5.7 MB); BLAS works in float32.
         self.bank_ = l2_normalize(features[keep, :-1]).astype(np.float16)
         self.bank_labels_ = labels[keep]

@@ -18,12 +18,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from classifier.airbench_config import AirbenchConfig
 from classifier.atomic import write_json_atomic, write_text_atomic
 from classifier.dataset import DataConfig, prepare_dataset
 from classifier.images import to_float
+from classifier.readers import balanced_sample
 from classifier.train import TrainConfig, describe_machine, train
 from pipeline.data_dir import resolve_data_dir
 
@@ -76,9 +76,7 @@ def run_ablation(config, verbose=2):
 
 def subset(dataset, per_class, seed):
     """The dataset with at most `per_class` training pictures of each class (the test split whole)."""
-    rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(dataset.y_train == label))[:per_class]
-                                   for label in np.unique(dataset.y_train)]))
+    keep = balanced_sample(dataset.y_train, per_class, seed=seed)
     return replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep],
                    train_augmented=None if dataset.train_augmented is None else dataset.train_augmented[keep])
 

@@ -16,7 +16,7 @@ import numpy as np
 from classifier.atomic import atomic_path
 from classifier.images import Preprocessing
 from classifier.labels import EXTRA_CLASS_WNIDS
-from classifier.readers import load_tiny_imagenet_val, tiny_imagenet_wnids
+from classifier.readers import balanced_sample, load_tiny_imagenet_val, tiny_imagenet_wnids
 from service.answer import CNN, FALLBACK, REFUSED, AnswerRule
 
 NONE = -1  # expected answer for a picture of none of our classes
@@ -37,8 +37,7 @@ def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
     training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids} | set(exclude_wnids)
     wnids = sorted(set(tiny_imagenet_wnids(archive)) - training)
     x, y = load_tiny_imagenet_val(archive, wnids, Preprocessing(height=64, width=64))
-    rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == label))[:per_class] for label in range(len(wnids))]))
+    keep = balanced_sample(y, per_class, seed=seed)
     return x[keep], [wnids[label] for label in y[keep]]
 
 

@@ -1,6 +1,7 @@
-"""What every build stage is given: one signature for all of them.
+"""What every build stage is given.
 
-    metrics = stage.run(context, stage_config)     # each pipeline/*_stage.py
+    metrics = stage.run(context[, stage_config])   # ood, gallery, monitoring, fallback, errors (pipeline.build.STAGES)
+    examples_stage.run(dataset, context, folder)   # the example photos: it reads the dataset, returns nothing
 
 The stages write into context.out_dir and return their figures for metrics.json.
 """

@@ -8,7 +8,6 @@ the command-line layer, is there a default: the development data folder beside t
 """
 
 import os
-from pathlib import Path
 
 ENVIRONMENT_VARIABLE = "HONEST_DATA_DIR"
 DEVELOPMENT_DATA = "../shared/data"
@@ -19,6 +18,3 @@ def resolve_data_dir(flag=None):
     returned as given (it is recorded in the bundle's config), whether or not it exists."""
     return str(flag or os.environ.get(ENVIRONMENT_VARIABLE) or DEVELOPMENT_DATA)
 
-
-def data_dir_exists(data_dir):
-    return Path(data_dir).is_dir()

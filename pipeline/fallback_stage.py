@@ -20,6 +20,7 @@ from PIL import Image
 from classifier.atomic import atomic_path, write_json_atomic, write_text_atomic
 from classifier.dataset import trained_tiny_imagenet_wnids
 from classifier.label_map import build_label_map, save_label_map
+from classifier.readers import balanced_sample
 from classifier.wordnet import read_wordnet
 from fallback import CONFIG_FILE, Fallback, load_fallback
 from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteImageNetClassifier, check_label_order, read_imagenet_labels
@@ -147,9 +148,8 @@ def _tune(context, label_map, config):
 
 
 def _per_class(images, labels, per_class, seed):
-    rng = np.random.default_rng(seed)
-    pick = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
-    return images[np.sort(pick)], labels[np.sort(pick)]
+    pick = balanced_sample(labels, per_class, seed=seed)
+    return images[pick], labels[pick]
 
 
 def _copy(source, destination):

@@ -16,7 +16,8 @@ import numpy as np
 
 from classifier.atomic import write_json_atomic
 from service.bundle import GALLERY_FILE
-from similarity import NearestTrainingImages, balanced_sample
+from classifier.readers import balanced_sample
+from similarity import NearestTrainingImages
 
 CONFIG_FILE = "gallery_config.json"
 

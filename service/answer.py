@@ -32,10 +32,10 @@ import numpy as np
 from classifier.atomic import write_json_atomic
 
 CNN, FALLBACK, REFUSED = "cnn", "fallback", "refused"
-ANSWERED_BY = (CNN, FALLBACK, REFUSED)
 RULE_FILE = "answer_rule.json"
-# Bundles built before the rule had a file of its own kept its thresholds in the fallback's config.
-LEGACY_RULE_FILE = "fallback/fallback_config.json"
+# Where bundles built before the rule had a file of its own kept its thresholds: such a bundle is
+# refused with a plain "rebuild it", not read.
+OLD_RULE_FILE = "fallback/fallback_config.json"
 REFUSAL = "Sorry, your image label is not in our training set"
 
 
@@ -77,13 +77,15 @@ class AnswerRule:
 
     @classmethod
     def load(cls, bundle_dir):
-        """The bundle's tuned rule; the defaults when it has none."""
+        """The bundle's tuned rule; the defaults when it has none. ValueError for a bundle of the
+        old layout, whose thresholds sit in its fallback's config."""
         path = Path(bundle_dir) / RULE_FILE
         if path.is_file():
             return cls.from_dict(json.loads(path.read_text()))
-        legacy = Path(bundle_dir) / LEGACY_RULE_FILE
-        if legacy.is_file():
-            return cls.from_dict(json.loads(legacy.read_text()).get("policy", {}))
+        old = Path(bundle_dir) / OLD_RULE_FILE
+        if old.is_file() and "policy" in json.loads(old.read_text()):
+            raise ValueError(f"{bundle_dir} was built by an older version (its answer rule is in {OLD_RULE_FILE}); "
+                             "rebuild it with: python -m pipeline.build")
         return cls()
 
     def decide(self, cnn_probabilities, ood_inlier=True, consult=None, class_names=None, thumbnail=False):

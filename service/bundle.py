@@ -71,6 +71,7 @@ class Bundle:
 
         directory = _resolve(source)
         manifest = json.loads((directory / MANIFEST).read_text())
+        answer_rule = _answer_rule(directory)  # an old bundle is refused before its model loads
         bundle = cls(
             directory=directory,
             model=keras.saving.load_model(directory / MODEL_FILE, compile=False),
@@ -78,7 +79,7 @@ class Bundle:
             preprocessing=Preprocessing.from_dict(manifest["preprocessing"]),
             manifest=manifest,
             metrics=_read_json(directory / "metrics.json", {}),
-            answer_rule=AnswerRule.load(directory),
+            answer_rule=answer_rule,
         )
         if (directory / OOD_FILE).exists():
             bundle.ood_detector = load_detector(directory / OOD_FILE)
@@ -178,6 +179,13 @@ def _resolve(source):
                 f"({type(error).__name__}); this machine may be offline. Use a local folder such as assets/."
             ) from error
     raise BundleUnavailable(f"No bundle at {source!r}: give a bundle folder or a Hub repo id (owner/name).")
+
+
+def _answer_rule(directory):
+    try:
+        return AnswerRule.load(directory)
+    except ValueError as error:
+        raise BundleUnavailable(str(error)) from None
 
 
 def _read_json(path, default):

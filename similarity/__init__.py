@@ -5,7 +5,7 @@
 Importing this package loads numpy and scikit-learn's base module; Pillow where it is used.
 """
 
-from similarity.gallery import Neighbour, balanced_sample, gallery_for
+from similarity.gallery import Neighbour, gallery_for
 from similarity.index import NearestTrainingImages
 
-__all__ = ["NearestTrainingImages", "Neighbour", "balanced_sample", "gallery_for"]
+__all__ = ["NearestTrainingImages", "Neighbour", "gallery_for"]

@@ -55,16 +55,3 @@ def gallery_for(gallery, probabilities, features, k=4, mode="per_class", tie_bre
             thumbnail=None if gallery.thumbnails_ is None else gallery.thumbnails_[index],
         ))
     return neighbours
-
-
-def balanced_sample(labels, per_class, eligible=None, seed=0):
-    """Row indices: up to `per_class` rows of each class drawn at random among `eligible` rows
-    (e.g. not rotated copies), sorted. Fixed by `seed`, so a rebuild picks the same images."""
-    labels = np.asarray(labels)
-    eligible = np.ones(len(labels), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in np.unique(labels):
-        candidates = np.flatnonzero((labels == label) & eligible)
-        rows.append(rng.permutation(candidates)[:per_class])
-    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)

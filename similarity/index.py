@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from classifier.atomic import atomic_path
+from classifier.embedding import l2_normalize
 
 METRICS = ("cosine", "l1-pixels")
 FORMAT_VERSION = 1
@@ -63,7 +64,7 @@ class NearestTrainingImages(BaseEstimator):
             if features.ndim != 2:
                 raise ValueError(f"features must be 2-dimensional (n, d), not {features.shape}.")
             # Rounded to the stored precision now, so a fitted and a reloaded gallery answer alike.
-            self.features_ = _normalise(features.astype(np.float32)).astype(self.feature_dtype).astype(np.float32)
+            self.features_ = l2_normalize(features.astype(np.float32)).astype(self.feature_dtype).astype(np.float32)
         if thumbnails is not None:
             thumbnails = np.asarray(thumbnails)
             if thumbnails.dtype != np.uint8 or thumbnails.ndim != 4 or len(thumbnails) != len(features):
@@ -207,7 +208,7 @@ class NearestTrainingImages(BaseEstimator):
             if queries.dtype != np.uint8:
                 raise ValueError("The l1-pixels metric is queried with the upload's uint8 pixels (classifier.images.to_uint8).")
             return queries.astype(np.int16), single
-        return _normalise(queries.astype(np.float32)), single
+        return l2_normalize(queries.astype(np.float32)), single
 
     def _distances(self, queries, rows):
         restricted = len(rows) < len(self.labels_)
@@ -233,11 +234,6 @@ class NearestTrainingImages(BaseEstimator):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("This NearestTrainingImages is not fitted yet; call fit(features, labels) first.")
-
-
-def _normalise(features):
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, np.float32(1e-12))
 
 
 def _encode_mosaic(thumbnails, quality):

@@ -118,13 +118,24 @@ def read(engine, query):
 
 def create_tables(engine, metadata):
     """Create what is missing of `metadata`'s tables. On PostgreSQL the schema too, under an
-    advisory lock: two replicas starting at once would otherwise race on the catalogue."""
+    advisory lock: two replicas starting at once would otherwise race on the catalogue. A table
+    that exists without all of today's columns was made by an older version: DatabaseError, with
+    a plain "move it aside" (nothing is migrated)."""
     with engine.begin() as connection:
+        schema = None
         if connection.dialect.name == "postgresql":
             schema = connection.get_execution_options()["schema_translate_map"][None]
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:schema))"), {"schema": schema})
             connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         metadata.create_all(connection, checkfirst=True)
+        inspector = sa.inspect(connection)
+        for table in metadata.tables.values():
+            present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
+            missing = sorted({column.name for column in table.columns} - present)
+            if missing:
+                raise DatabaseError(f"Table {table.name} in {describe(str(engine.url))} was made by an older version "
+                                    f"(it lacks {', '.join(missing)}); move that store aside, or give another state "
+                                    "folder or database, and start again.")
 
 
 def insert_ignoring_duplicates(connection, table, values, key):

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from classifier.images import MAX_UPLOAD_BYTES, Busy, ImageError
+from classifier.images import MAX_UPLOAD_BYTES, TOO_LARGE, Busy, ImageError
 from service.public import VisitorError
 
 PREFIX = "/api/v1"
@@ -124,7 +124,7 @@ async def _picture_file(request):
         picture.seek(0)
     if size > MAX_UPLOAD_BYTES:
         picture.close()
-        return _error(413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        return _error(413, TOO_LARGE)
     if not size:
         picture.close()
         return _error(400, "The file is empty.")

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 
-from classifier.images import MAX_UPLOAD_BYTES
+from classifier.images import MAX_UPLOAD_BYTES, TOO_LARGE
 from service.limits import LimitExceeded
 from web.api import PREFIX as API_PREFIX
 from web.bodies import BodyLimits, BodyRefused, ClientGone, OneFileForm, read_body
@@ -268,7 +268,7 @@ def _size_refusal(scope, limit):
         return 411, "A request with a body must say how large it is (Content-Length)."
     if int(length) > limit:
         if limit >= MAX_UPLOAD_BYTES:
-            return 413, f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+            return 413, TOO_LARGE
         return 413, "The request is too large."
     return None
 

@@ -5,6 +5,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# The tiny MobileNetV1 in the data folder's imagenet-models/: a fast stand-in for the tests.
+MOBILENET_V1_TINY = "mobilenet_v1_0.25_128_quant.tflite"
+
 
 @pytest.fixture(scope="session")
 def photo(data_path):
@@ -31,7 +34,7 @@ def mobilenet_v2(models_dir):
 
 @pytest.fixture(scope="session")
 def tiny_model(models_dir):
-    from fallback.models import MOBILENET_V1_TINY, TFLiteImageNetClassifier
+    from fallback.models import TFLiteImageNetClassifier
 
     return TFLiteImageNetClassifier(models_dir / MOBILENET_V1_TINY)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from classifier.images import ImageError, open_image
+from classifier.transfer import reachable
 from classifier.wordnet import read_wordnet
 from fallback.models import (
-    IMAGENET_LABELS, FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, _reachable, central_crop,
+    IMAGENET_LABELS, FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, central_crop,
     check_label_order, read_imagenet_labels,
 )
 
@@ -64,7 +65,7 @@ def test_missing_or_broken_model_file(tmp_path):
 
 
 def test_resnet50_offline_fails_fast_with_a_clear_message():
-    if _reachable(KerasResNet50.WEIGHTS_HOST, 443, 3.0):
+    if reachable(KerasResNet50.WEIGHTS_HOST, 443, 3.0):
         pytest.skip("this machine is online: ResNet50's weights could really be downloaded")
     start = time.perf_counter()
     with pytest.raises(FallbackUnavailable, match="offline") as raised:

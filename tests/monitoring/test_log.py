@@ -181,7 +181,9 @@ CREATE TABLE pictures (id INTEGER PRIMARY KEY REFERENCES predictions (id), histo
 """
 
 
-def test_a_log_written_before_answers_were_kept_opens_and_keeps_its_rows(tmp_path, pictures):
+def test_a_log_written_by_an_older_version_is_refused_plainly_and_left_as_it_was(tmp_path):
+    import storage
+
     path = tmp_path / "log.sqlite"
     connection = sqlite3.connect(path)
     connection.executescript(OLD_SCHEMA)  # the table as logs deployed before the answer column have it
@@ -189,10 +191,7 @@ def test_a_log_written_before_answers_were_kept_opens_and_keeps_its_rows(tmp_pat
                        " VALUES (1000.0, 'dog', 0.9, 6.5, 'cnn', 0)")
     connection.commit()
     connection.close()
-    with PredictionLog(path) as log:
-        new_id = log.append(record(pictures[0], predicted_class="ship", answered_by="fallback", time=2000.0))
-        assert log.count() == 2
-        newest, oldest = log.recent(2)
-        assert (newest["id"], newest["answer"], newest["answered_by"]) == (new_id, "ship", "fallback")
-        assert (oldest["predicted_class"], oldest["answer"], oldest["image"]) == ("dog", None, None)
-        assert log.window()["answer"].tolist() == [None, "ship"]
+    with pytest.raises(storage.DatabaseError, match="older version .*lacks answer.*move that store aside"):
+        PredictionLog(path)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT count(*) FROM predictions").fetchone() == (1,)

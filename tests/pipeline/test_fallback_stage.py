@@ -11,8 +11,8 @@ from classifier.images import Preprocessing, open_image
 from classifier.label_map import build_label_map
 from classifier.labels import CLASS_NAMES
 from fallback import CONFIG_FILE, load_fallback
-from fallback.models import MOBILENET_V1_TINY
 from pipeline.answer_tuning import CNN_THRESHOLDS
+from tests.fallback.conftest import MOBILENET_V1_TINY
 from pipeline.context import BuildContext
 from pipeline.fallback_stage import GRID_FILE, FallbackConfig, run
 from service.answer import RULE_FILE, AnswerRule

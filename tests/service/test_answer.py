@@ -14,7 +14,7 @@ from fallback import load_fallback
 from ood import NoiseGate
 from pipeline.answer_tuning import cnn_outputs
 from service.answer import (
-    CNN, FALLBACK, LEGACY_RULE_FILE, REFUSAL, REFUSED, RULE_FILE, AnswerRule, under_the_hood, verdict,
+    CNN, FALLBACK, OLD_RULE_FILE, REFUSAL, REFUSED, RULE_FILE, AnswerRule, under_the_hood, verdict,
 )
 from tests.conftest import REPO
 
@@ -194,14 +194,14 @@ def test_saved_to_the_bundle_root_and_loaded_back(tmp_path):
     assert AnswerRule.load(tmp_path) == rule
 
 
-def test_bundles_with_the_thresholds_in_the_fallback_config_still_load(tmp_path):
-    # Bundles built before answer_rule.json kept the thresholds in fallback/fallback_config.json,
-    # beside the fallback's own settings, as the old fallback build wrote it.
+def test_a_bundle_of_the_old_layout_is_refused_with_a_plain_rebuild(tmp_path):
+    # Bundles built before answer_rule.json kept the thresholds in fallback/fallback_config.json.
     (tmp_path / "fallback").mkdir()
-    legacy = {"model": "mobilenet_v2_1.0_224_quant.tflite", "labels": "imagenet_labels.txt", "num_threads": 1,
-              "policy": {"cnn_confidence_threshold": 0.99, "fallback_mass_threshold": 0.6}}
-    (tmp_path / LEGACY_RULE_FILE).write_text(json.dumps(legacy))
-    assert AnswerRule.load(tmp_path) == AnswerRule(0.99, 0.6, 0.5)
+    old = {"model": "mobilenet_v2_1.0_224_quant.tflite", "labels": "imagenet_labels.txt", "num_threads": 1,
+           "policy": {"cnn_confidence_threshold": 0.99, "fallback_mass_threshold": 0.6}}
+    (tmp_path / OLD_RULE_FILE).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="rebuild it"):
+        AnswerRule.load(tmp_path)
     # Once the bundle has a rule file of its own, that one counts.
     AnswerRule(0.7, 0.3).save(tmp_path)
     assert AnswerRule.load(tmp_path) == AnswerRule(0.7, 0.3)

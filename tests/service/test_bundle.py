@@ -38,21 +38,20 @@ def test_the_committed_bundle_loads_every_artefact(bundle):
 
 
 def test_the_answer_rule_is_the_bundles_own(bundle):
-    # A bundle keeps its tuned thresholds in answer_rule.json; one built before that file existed,
-    # in its fallback's config.
-    if (ASSETS / RULE_FILE).exists():
-        stored = json.loads((ASSETS / RULE_FILE).read_text())
-    else:
-        stored = json.loads((ASSETS / "fallback" / "fallback_config.json").read_text())["policy"]
+    # A bundle keeps its tuned thresholds in answer_rule.json.
+    stored = json.loads((ASSETS / RULE_FILE).read_text())
     assert bundle.answer_rule == AnswerRule.from_dict(stored)
     assert bundle.answer_rule != AnswerRule(), "the shipped rule is tuned, not the defaults"
 
 
-def test_the_answer_rule_file_wins_over_the_legacy_one_and_defaults_fill_in(tmp_path):
+def test_a_bundle_without_a_rule_file_gets_the_defaults_and_one_of_the_old_layout_a_plain_rebuild(tmp_path):
     assert AnswerRule.load(tmp_path) == AnswerRule()
-    (tmp_path / "fallback").mkdir()
-    (tmp_path / "fallback" / "fallback_config.json").write_text(json.dumps({"policy": {"cnn_confidence_threshold": 0.9}}))
-    assert AnswerRule.load(tmp_path) == AnswerRule(cnn_confidence_threshold=0.9)
+    old = tmp_path / "old"
+    (old / "fallback").mkdir(parents=True)
+    (old / "fallback" / "fallback_config.json").write_text(json.dumps({"policy": {"cnn_confidence_threshold": 0.9}}))
+    (old / MANIFEST).write_text((ASSETS / MANIFEST).read_text())
+    with pytest.raises(BundleUnavailable, match="older version.*rebuild it"):
+        Bundle.load(old, with_fallback=False)
     AnswerRule(0.7, 0.4, 0.3).save(tmp_path, tuning={"why": "test"})
     assert AnswerRule.load(tmp_path) == AnswerRule(0.7, 0.4, 0.3)
     with pytest.raises(ValueError, match="cnn_confidence_threshold must lie in"):
