@@ -203,6 +203,15 @@ def load_keras_dataset(name="cifar10", label_mode="fine"):
         ) from error
 
 
+def even_odd_split(names):
+    """(tune, bench): the names at even positions (0, 2, 4, ...) of the sorted list, and those at
+    odd positions. The one fixed split of a labelled set: of imagenet-samples' photos (by file
+    name) what tunes thresholds or teaches the app comes from the first half, and what measures it
+    from the second; of Tiny ImageNet's wnids, only the first half may be trained on as outliers."""
+    ordered = sorted(names)
+    return ordered[0::2], ordered[1::2]
+
+
 def balanced_sample(labels, per_class, eligible=None, seed=0):
     """Row indices: up to `per_class` rows of each class drawn at random among `eligible` rows
     (e.g. not rotated copies), sorted. Fixed by `seed`, so a rebuild picks the same images."""

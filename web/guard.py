@@ -73,6 +73,9 @@ class PublicGuard:
                 return await self._stream(scope, receive, send)
             return await (self.api if api_route else self.app)(scope, receive, send)
         app = self.api if api_route else self.app
+        if method != "POST":  # PUT, PATCH, DELETE: no route of ours; a small body at most
+            body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
+            return None if body is None else await _pass_on(app, scope, body, receive, send)
         if api_route and path == f"{API_PREFIX}/classify":
             return await self._work(scope, receive, send, app)
         if not api_route and path.endswith("/upload"):

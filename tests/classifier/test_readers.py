@@ -101,3 +101,12 @@ def test_a_folder_without_mnist_files_is_reported(tmp_path):
     # No reader has a default location any more: an empty folder must say what it lacks.
     with pytest.raises(DataUnavailable, match="no MNIST idx files"):
         load_mnist(tmp_path)
+
+
+def test_the_fixed_split_tunes_on_even_positions_and_measures_on_odd_ones():
+    from classifier.readers import even_odd_split
+
+    names = ["n03_c.JPEG", "n01_a.JPEG", "n04_d.JPEG", "n02_b.JPEG", "n05_e.JPEG"]
+    tune, bench = even_odd_split(names)
+    assert tune == ["n01_a.JPEG", "n03_c.JPEG", "n05_e.JPEG"] and bench == ["n02_b.JPEG", "n04_d.JPEG"]
+    assert even_odd_split(reversed(names)) == (tune, bench)  # the order given does not matter
