@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.app_server import REPO, running_app
-from bench.public_link import SAVED, classify, visitor
+from bench.visitors import SAVED, classify, visitor
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from bench.public_link import classify, visitor
+from bench.visitors import classify, visitor
 from bench.replicas import burst, database_check, distinct_photos, replicas
 from tests.app.conftest import ASSETS
 

@@ -16,10 +16,8 @@ import pytest
 from PIL import Image
 
 from bench.app_server import running_app
-from bench.public_link import (
-    SAVED, Flooder, big_png, classify, correction_burst, login_tries, memory_every_route, memory_growth, pseudonyms_of,
-    rss_mb, store_check, visitor,
-)
+from bench.public_link import memory_every_route, memory_growth, pseudonyms_of, rss_mb, store_check
+from bench.visitors import SAVED, Flooder, big_png, classify, correction_burst, login_tries, visitor
 from tests.app.conftest import ASSETS
 
 

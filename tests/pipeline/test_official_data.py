@@ -86,7 +86,7 @@ def test_a_smoke_build_from_the_official_folders_serves(official_dir, tmp_path):
     import json
 
     from bench.app_server import running_app
-    from bench.public_link import classify, visitor
+    from bench.visitors import classify, visitor
 
     bundle = tmp_path / "bundle"
     result = _build("--smoke", "--cifar-dir", str(official_dir), "--data-dir", str(tmp_path / "no-data"),

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from bench.public_link import multipart_body
+from bench.visitors import multipart_body
 from web.bodies import BodyLimits, BodyRefused, ClientGone, OneFileForm, read_body
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bench.app_server import running_app
-from bench.public_link import Flooder, classify, http_request, multipart_body, upload_bodies, visitor
+from bench.visitors import Flooder, classify, http_request, multipart_body, upload_bodies, visitor
 from tests.app.conftest import ASSETS
 
 CLOSED = "This route is closed"
