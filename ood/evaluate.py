@@ -19,8 +19,8 @@ from ood.detectors import MIN_CALIBRATION_SAMPLES
 from ood.forests import ClassIsolationForests, GlobalIsolationForest
 from ood.neighbourhood import NeighbourhoodScore
 
-METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "knn", "ash",
-           "feature_norm", "forests_ash_norm", "neighbourhood")
+METHODS = ("class_isolation_forests", "global_isolation_forest", "msp", "energy", "mahalanobis", "mahalanobis_unit",
+           "knn", "ash", "feature_norm", "forests_ash_norm", "neighbourhood")
 
 
 def make_detector(method, config, weights, bias, n_classes):
@@ -34,6 +34,7 @@ def make_detector(method, config, weights, bias, n_classes):
         "msp": lambda: MaxSoftmax(weights, bias, n_classes=n_classes),
         "energy": lambda: EnergyScore(weights, bias, n_classes=n_classes),
         "mahalanobis": lambda: Mahalanobis(n_classes=n_classes),
+        "mahalanobis_unit": lambda: Mahalanobis(normalize=True, n_classes=n_classes),
         "knn": lambda: KNearestNeighbours(k=config.knn_k, n_classes=n_classes),
         "ash": lambda: ActivationShaping(weights, bias, percentile=config.ash_percentile, n_classes=n_classes),
         "feature_norm": lambda: FeatureNorm(n_classes=n_classes),
