@@ -31,9 +31,12 @@ from PIL import Image
 import storage
 
 ANSWERED_BY = ("cnn", "fallback", "refused")
+REFUSALS = ("unknown", "unsure")  # service.answer's two refusals: none of our classes, or not sure which
 THUMBNAIL_SIDE = 32
-WINDOW_COLUMNS = ("id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer", "ood")
-ROW_COLUMNS = ("time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "ood", "tag", "answer")
+WINDOW_COLUMNS = ("id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer", "ood",
+                  "refusal")
+ROW_COLUMNS = ("time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "ood", "tag", "answer",
+               "refusal")
 
 METADATA = sa.MetaData()
 # predicted_class and confidence are the CNN's own (it measures every upload, refused ones too);
@@ -51,6 +54,7 @@ PREDICTIONS = sa.Table(
     sa.Column("ood", sa.Integer(), nullable=False),
     sa.Column("tag", sa.Text()),
     sa.Column("answer", sa.Text()),
+    sa.Column("refusal", sa.Text()),  # which refusal (REFUSALS); NULL when answered
     sa.Index("predictions_time", "time"),
     sa.Index("predictions_class_time", "predicted_class", "time"),
 )
@@ -76,6 +80,7 @@ class PredictionRecord:
     histogram_distance: float = float("nan")  # NaN: no reference to measure it against
     answered_by: str = "cnn"  # "cnn", "fallback" or "refused"
     answer: str = None  # the class the person was told; None when refused
+    refusal: str = None  # "unknown" (none of our classes) or "unsure" when refused; None when answered
     ood: bool = False
     image: np.ndarray = None  # model-input uint8 image; stored as a PNG thumbnail
     colour_histogram: np.ndarray = None  # (channels, bins), from monitoring.metrics
@@ -101,6 +106,8 @@ class PredictionRecord:
             raise ValueError(f"answered_by must be one of {ANSWERED_BY}, not {self.answered_by!r}.")
         if (self.answer is None) != (self.answered_by == "refused"):
             raise ValueError("A refused upload has no answer, and an answered one has one.")
+        if self.refusal is not None and (self.refusal not in REFUSALS or self.answered_by != "refused"):
+            raise ValueError(f"refusal is one of {REFUSALS} for a refused upload, else None; not {self.refusal!r}.")
         for name in ("confidence", "entropy"):
             if not math.isfinite(float(getattr(self, name))):
                 raise ValueError(f"The {name} of a logged prediction must be a finite number.")
@@ -110,6 +117,7 @@ class PredictionRecord:
             clock.time() if self.time is None else float(self.time), str(self.predicted_class),
             float(self.confidence), float(self.entropy), distance if math.isfinite(distance) else None,
             self.answered_by, int(bool(self.ood)), self.tag, None if self.answer is None else str(self.answer),
+            self.refusal,
         )
         return prediction, (histogram, thumbnail_png(self.image))
 
@@ -147,7 +155,7 @@ class PredictionLog:
     def recent(self, n=10):
         """The last n uploads, newest first, as dicts; `image` is the decoded thumbnail (or None)."""
         names = ["id", "time", "predicted_class", "confidence", "entropy", "histogram_distance", "answered_by", "answer",
-                 "ood", "tag"]
+                 "ood", "tag", "refusal"]
         query = (sa.select(*[PREDICTIONS.c[name] for name in names], PICTURES.c.thumbnail)
                  .select_from(PREDICTIONS.outerjoin(PICTURES, PICTURES.c.id == PREDICTIONS.c.id))
                  .order_by(PREDICTIONS.c.id.desc()).limit(int(n)))
@@ -251,7 +259,7 @@ def _columns(rows, names):
     columns = list(zip(*rows)) if rows else [()] * len(names)
     out = {}
     for name, values in zip(names, columns):
-        if name in ("predicted_class", "answered_by", "answer", "class", "tag"):
+        if name in ("predicted_class", "answered_by", "answer", "class", "tag", "refusal"):
             out[name] = np.array(values, dtype=object)
         elif name in ("id", "bucket", "count"):
             out[name] = np.array(values, dtype=np.int64)

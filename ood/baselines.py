@@ -111,7 +111,7 @@ class Mahalanobis(OODDetector):
     (mean length 22.7 near-OOD, 19.6 MNIST, 27.0 our test pictures), so they sit nearer the mean of
     all classes, where a distance to the nearest class mean is small. With `normalize` (the
     features at unit length first, the OOD table's "mahalanobis_unit") the length is out of it:
-    0.80 near-OOD, 0.92 MNIST on 200 pictures a class (tests/ood's real features)."""
+    near-OOD 0.54 -> 0.72, MNIST 0.45 -> 0.87 (python bench/ood_table.py --per-class 1000)."""
 
     def __init__(self, normalize=False, n_classes=None):
         self.normalize = normalize

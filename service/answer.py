@@ -17,7 +17,15 @@ The rule, in order:
 4. Otherwise the ImageNet fallback is consulted (only now: it costs a second model). It spreads
    its probability over our classes through the WordNet label map; if our best class holds at
    least fallback_mass_threshold of it, the fallback answers, and says so.
-5. Otherwise (or with no fallback to consult) the app refuses.
+5. Otherwise (or with no fallback to consult) the app refuses, in one of two sentences:
+   - UNKNOWN, the seed's "not in our training set", when the picture looks like none of our
+     classes: static; a thumbnail the OOD detector calls unknown; a photo on which the ImageNet
+     model puts less than unsure_mass_threshold on all our classes together (or, with no fallback,
+     that the detector calls unknown);
+   - UNSURE, "Not sure enough to answer.", when it looks like ours but the models disagree or
+     are unsure between our classes: the detector accepts a thumbnail the CNN is not sure of; the
+     ImageNet model puts much on our classes, but not enough on any one. The verdict names no
+     class; the detail line and the gallery show the candidates.
 
 The build (pipeline.fallback_stage) tunes the thresholds for each new CNN and writes them to the
 bundle's answer_rule.json. The defaults are untuned middle values for a bundle that has none.
@@ -37,6 +45,10 @@ RULE_FILE = "answer_rule.json"
 # refused with a plain "rebuild it", not read.
 OLD_RULE_FILE = "fallback/fallback_config.json"
 REFUSAL = "Sorry, your image label is not in our training set"
+UNSURE = "Not sure enough to answer."
+# The two refusals (Decision.refusal): the picture looks like none of our classes, or like ours
+# but not surely one of them.
+UNKNOWN_KIND, UNSURE_KIND = "unknown", "unsure"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Decision:
     detail: str  # one sentence for the person who uploaded the picture
     class_masses: tuple | None = None  # the fallback's mass per class, when it was consulted
     refused_by: str | None = None  # "noise_gate", "thumbnail", "no_fallback" or "fallback" when refused
+    refusal: str | None = None  # UNKNOWN_KIND or UNSURE_KIND when refused
 
     @property
     def refused(self):
@@ -58,6 +71,9 @@ class AnswerRule:
     cnn_confidence_threshold: float = 0.6
     fallback_mass_threshold: float = 0.5
     thumbnail_cnn_threshold: float = 0.5
+    # A refused photo on which the ImageNet model puts at least this much on all our classes
+    # together looks like ours: "not sure", not "not in our training set" (rule 5).
+    unsure_mass_threshold: float = 0.5
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -105,12 +121,14 @@ class AnswerRule:
             if outlier
             else f"The classifier was unsure ({confidence:.0%} for {_name(class_names, best)})"
         )
+        kind = UNKNOWN_KIND if outlier else UNSURE_KIND
         if thumbnail:
             return Decision(None, REFUSED, confidence, f"{why}, and a picture this small is the classifier's alone to judge "
-                            "(the ImageNet model needs a larger photo), so it will not guess.", refused_by="thumbnail")
+                            "(the ImageNet model needs a larger photo), so it will not guess.", refused_by="thumbnail",
+                            refusal=kind)
         if consult is None:
             return Decision(None, REFUSED, confidence, f"{why}, and no fallback model is available, so it will not guess.",
-                            refused_by="no_fallback")
+                            refused_by="no_fallback", refusal=kind)
         masses = _as_vector(consult(), len(class_names), "the fallback's class masses")
         fallback_best = int(np.argmax(masses))
         mass = float(masses[fallback_best])
@@ -118,26 +136,34 @@ class AnswerRule:
         if mass >= self.fallback_mass_threshold:
             detail = f"{why}; the ImageNet model answered: {mass:.0%} of its probability falls on {_name(class_names, fallback_best)}."
             return Decision(fallback_best, FALLBACK, mass, detail, kept)
+        total = float(masses.sum())
+        if total >= self.unsure_mass_threshold:
+            runner_up = int(np.argsort(-masses)[1])
+            detail = (f"{why}, and the ImageNet model puts {total:.0%} on our classes, but only {mass:.0%} on the most "
+                      f"likely one ({_name(class_names, fallback_best)}; then {_name(class_names, runner_up)} "
+                      f"{masses[runner_up]:.0%}): probably one of ours, but not surely which.")
+            return Decision(None, REFUSED, mass, detail, kept, refused_by="fallback", refusal=UNSURE_KIND)
         # A best class holding nothing is no best class: name it only when it holds a share.
         best_named = f" (best: {_name(class_names, fallback_best)})" if mass >= 0.005 else ""
         detail = (
             f"{why}, and the ImageNet model puts only {mass:.0%} on any one of our classes"
             f"{best_named}, so this is probably none of them."
         )
-        return Decision(None, REFUSED, mass, detail, kept, refused_by="fallback")
+        return Decision(None, REFUSED, mass, detail, kept, refused_by="fallback", refusal=UNKNOWN_KIND)
 
     @staticmethod
     def refuse_noise(correlation, natural_min):
         """Rule 1: the noise gate found the neighbouring pixels unrelated."""
         return Decision(None, REFUSED, 0.0, (
             f"The picture looks like random noise: its neighbouring pixels are unrelated (correlation {correlation:.2f}; "
-            f"every training picture is above {natural_min:.2f}), so the classifier will not guess."), refused_by="noise_gate")
+            f"every training picture is above {natural_min:.2f}), so the classifier will not guess."), refused_by="noise_gate",
+            refusal=UNKNOWN_KIND)
 
 
 def verdict(decision, class_names):
     """The big line on the page."""
     if decision.answered_by == REFUSED:
-        return REFUSAL
+        return UNSURE if decision.refusal == UNSURE_KIND else REFUSAL
     name = _name(class_names, decision.class_index)
     if decision.answered_by == FALLBACK:
         return f"This looks like: {name} (answered by the ImageNet fallback model, {decision.confidence:.0%})"

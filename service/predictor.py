@@ -73,6 +73,7 @@ class Prediction:
     ood_score: float | None  # decision function: below 0 means "unlike our training images"
     imagenet_top: list | None  # the fallback's top ImageNet classes, when it was consulted
     refused_by: str | None = None  # which rule refused (service.answer.Decision.refused_by)
+    refusal: str | None = None  # which refusal: "unknown" (none of our classes) or "unsure" (service.answer)
     noise_correlation: float | None = None  # the noise gate's measure; None when it did not judge
     gallery: list = field(default_factory=list)  # similarity.Neighbour items
     model_input: np.ndarray = None  # uint8 picture the CNN saw
@@ -168,7 +169,7 @@ class Predictor:
             label=None if decision.class_index is None else self.class_names[decision.class_index],
             confidence=float(decision.confidence), message=message, detail=decision.detail,
             top_classes=cnn_top, ood_inlier=ood_inlier, ood_score=ood_score, imagenet_top=imagenet_top,
-            refused_by=decision.refused_by, noise_correlation=correlation,
+            refused_by=decision.refused_by, refusal=decision.refusal, noise_correlation=correlation,
             # A gallery saved without pictures has nothing to show a person.
             gallery=[neighbour for neighbour in neighbours if neighbour.thumbnail is not None],
             model_input=pixels, image=image, cnn_probabilities=probabilities, picture_hash=picture_hash,
@@ -209,6 +210,7 @@ class Predictor:
                 **metrics,
                 "answer": prediction.label,
                 "answered_by": prediction.answered_by,
+                "refusal": prediction.refusal,
                 "ood": prediction.ood_inlier is False,
                 "image": prediction.model_input,
             })

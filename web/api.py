@@ -36,6 +36,7 @@ class GalleryItem(BaseModel):
 class Answer(BaseModel):
     answer: str | None  # our class, or null when the app refuses
     answered_by: str  # "cnn", "fallback" or "refused"
+    refusal: str | None  # when refused: "unknown" (none of our classes) or "unsure" (ours, but not surely which)
     confidence: float
     verdict: str  # the line the page shows
     detail: str  # why, in one sentence
@@ -96,7 +97,8 @@ def create_api(service):
 
 def answer_json(prediction, token):
     return {
-        "answer": prediction.label, "answered_by": prediction.answered_by, "confidence": float(prediction.confidence),
+        "answer": prediction.label, "answered_by": prediction.answered_by, "refusal": prediction.refusal,
+        "confidence": float(prediction.confidence),
         "verdict": prediction.message, "detail": prediction.detail,
         "top_classes": [{"class_name": name, "share": float(share)} for name, share in prediction.distribution[:5]],
         "gallery": [{"class_name": n.class_name, "id": int(n.index)} for n in prediction.gallery],

@@ -28,7 +28,7 @@ def test_upload_then_click_a_gallery_image(server, example_photos):
             page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(example_photos["container_ship"]))
             page.wait_for_function(
-                "document.querySelector('#verdict') && /looks like|Sorry/.test(document.querySelector('#verdict').innerText)",
+                "document.querySelector('#verdict') && /looks like|Sorry|Not sure/.test(document.querySelector('#verdict').innerText)",
                 timeout=90_000,
             )
             thumbnails = page.locator("#gallery button.thumbnail-item")

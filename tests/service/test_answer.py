@@ -14,7 +14,7 @@ from fallback import load_fallback
 from ood import NoiseGate
 from pipeline.answer_tuning import cnn_outputs
 from service.answer import (
-    CNN, FALLBACK, OLD_RULE_FILE, REFUSAL, REFUSED, RULE_FILE, AnswerRule, under_the_hood, verdict,
+    CNN, FALLBACK, OLD_RULE_FILE, REFUSAL, REFUSED, RULE_FILE, UNSURE, AnswerRule, under_the_hood, verdict,
 )
 from tests.conftest import REPO
 
@@ -140,8 +140,35 @@ def test_the_verdict_names_the_class_and_who_answered(cnn_probabilities, fallbac
     assert verdict(by_cnn, CLASS_NAMES) == f"This looks like: {name} ({by_cnn.confidence:.0%})"
     by_fallback = AnswerRule(unsure_of(probabilities), 0.5).decide(probabilities, True, fallback.consult(pictures[DOG]), CLASS_NAMES)
     assert verdict(by_fallback, CLASS_NAMES).startswith("This looks like: dog (answered by the ImageNet fallback model")
-    refused = AnswerRule(1.0, 0.5).decide(probabilities * 0.99, True, None, CLASS_NAMES)
-    assert verdict(refused, CLASS_NAMES) == REFUSAL
+    unknown = AnswerRule(1.0, 0.5).decide(probabilities * 0.99, False, None, CLASS_NAMES)
+    assert verdict(unknown, CLASS_NAMES) == REFUSAL and unknown.refusal == "unknown"
+    unsure = AnswerRule(1.0, 0.5).decide(probabilities * 0.99, True, None, CLASS_NAMES)
+    assert verdict(unsure, CLASS_NAMES) == UNSURE and unsure.refusal == "unsure"
+
+
+def test_a_refusal_says_none_of_ours_or_not_sure_and_names_no_class_in_the_verdict(cnn_probabilities):
+    probabilities = cnn_probabilities[DOG] * 0.5
+    rule = AnswerRule(1.0, 0.6, 0.9, unsure_mass_threshold=0.5)
+
+    def decide(masses, inlier=False, thumbnail=False):
+        masses = np.asarray(masses + [0.0] * (len(CLASS_NAMES) - len(masses)))
+        return rule.decide(probabilities, inlier, lambda: masses, CLASS_NAMES, thumbnail=thumbnail)
+
+    # The ImageNet model puts 75% on our classes, split between two: probably ours, not surely which.
+    split = decide([0.40, 0.35])
+    assert (split.refusal, verdict(split, CLASS_NAMES)) == ("unsure", UNSURE)
+    assert "75% on our classes" in split.detail and "airplane" in split.detail and "automobile 35%" in split.detail
+    # It puts 20% on all of ours together: none of them.
+    elsewhere = decide([0.15, 0.05])
+    assert (elsewhere.refusal, verdict(elsewhere, CLASS_NAMES)) == ("unknown", REFUSAL)
+    # A thumbnail: the OOD detector's call decides which refusal.
+    assert decide([], inlier=True, thumbnail=True).refusal == "unsure"
+    assert decide([], inlier=False, thumbnail=True).refusal == "unknown"
+    # Static is none of our classes.
+    assert AnswerRule.refuse_noise(0.05, 0.3).refusal == "unknown"
+    for decision in (split, elsewhere):
+        assert not any(name.replace("_", " ") in verdict(decision, CLASS_NAMES) for name in CLASS_NAMES)
+    assert decide([0.7]).refusal is None  # answered
 
 
 def test_under_the_hood_says_what_each_stage_said_in_order(cnn_probabilities, fallback, pictures):

@@ -9,7 +9,7 @@ from PIL import Image
 from classifier.images import ImageError
 from classifier.readers import load_image_folder, load_mnist
 from monitoring import PredictionLog
-from service.answer import CNN, FALLBACK, REFUSAL, REFUSED
+from service.answer import CNN, FALLBACK, REFUSAL, REFUSED, UNSURE
 from service.bundle import Bundle
 from service.predictor import Predictor, PredictorConfig
 from tests.bad_inputs import awkward_but_valid_files, unusable_files
@@ -39,7 +39,9 @@ def check_one_story(prediction, class_names):
     gallery = [n.class_name for n in prediction.gallery]
     assert len(gallery) == 4 and len(set(gallery)) == 4 and set(gallery) <= set(class_names), gallery
     if prediction.label is None:
-        assert prediction.message == REFUSAL and prediction.distribution == []
+        # One of the two refusals, naming no class; the gallery still shows the candidates.
+        assert prediction.message == {"unknown": REFUSAL, "unsure": UNSURE}[prediction.refusal], prediction.refusal
+        assert prediction.distribution == []
     else:
         assert prediction.distribution[0][0] == prediction.label, (prediction.label, prediction.distribution[:3])
         assert prediction.distribution[0][1] == pytest.approx(prediction.confidence)
@@ -217,6 +219,7 @@ def test_noise_is_refused_before_the_cnn_can_guess(predictor):
             assert prediction.refused_by == "noise_gate" and prediction.distribution == []
             assert "random noise" in prediction.detail and prediction.imagenet_top is None
             assert "not asked (the noise gate refused" in prediction.under_the_hood[3]
+            assert predictor.log.recent(1)[0]["refusal"] == "unknown"  # the log keeps which refusal it was
     # Larger static is averaged into a faint blur by the downscaling; the fallback refuses it.
     large = predictor.predict(Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)))
     assert large.answered_by == REFUSED

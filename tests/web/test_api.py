@@ -55,7 +55,8 @@ def test_a_photo_gets_one_coherent_answer(api, example_photos):
 def test_a_refusal_names_no_class(api, example_photos):
     status, answer = post(api + "classify", example_photos["volcano"].read_bytes(), "image/jpeg", address="198.51.100.2")
     assert status == 200 and answer["answer"] is None and answer["answered_by"] == "refused"
-    assert answer["verdict"] == REFUSAL and answer["top_classes"] == [] and len(answer["gallery"]) == 4
+    assert answer["verdict"] == REFUSAL and answer["refusal"] == "unknown"
+    assert answer["top_classes"] == [] and len(answer["gallery"]) == 4
 
 
 def test_bad_files_get_a_400_with_our_plain_message(api, example_photos):
