@@ -10,7 +10,8 @@ WordNet label map gives each photo its expected answer: one of our classes, or n
 
 Prints:
 - the ImageNet fallback's own top-1 and top-5 on the split (its 1,000 classes, before any map);
-- the shipped rule: right / wrong / refused on photos of our classes, and others refused;
+- the shipped rule: right / wrong / refused on photos of our classes, and others refused, and
+  which of the two refusals each refused photo got (service.answer);
 - for each candidate score, the risk-coverage table: answer a photo when the score clears a
   threshold, with the score's class; risk = wrong answers among all answers (an answered photo of
   none of ours is wrong), coverage = share of our photos answered right. For each risk goal, the
@@ -96,6 +97,11 @@ def main():
           f"{np.mean((answers[ours] != targets[ours]) & (answers[ours] != NONE)):.1%} wrong, "
           f"{np.mean(answers[ours] == NONE):.1%} refused; {full['refused_none']:.1%} of the others refused; "
           f"answered by {full['answered_by']}")
+    kinds = np.array([decision.refusal or "" for decision in decisions])
+    for name, rows in (("ours", ours), ("none of ours", ~ours)):
+        refused = kinds[rows][kinds[rows] != ""]
+        print(f"  refused photos of {name}: {int(np.sum(refused == 'unsure'))} 'Not sure enough to answer.', "
+              f"{int(np.sum(refused == 'unknown'))} 'not in our training set'")
     print(f"CNN alone (its top class, never refusing): {np.mean(probabilities[ours].argmax(1) == targets[ours]):.1%} right on our classes")
 
     cnn_class, fallback_class = probabilities.argmax(1), masses.argmax(1)
