@@ -9,7 +9,6 @@ import io
 import math
 import os
 import threading
-import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
@@ -54,18 +53,20 @@ class DecodeBudget:
 
     A request that cannot get its share within `wait_s` gets Busy, a plain "try again"."""
 
-    def __init__(self, decodes=2, megapixels=64.0, wait_s=30.0, clock=time.monotonic):
-        self.decodes, self.megapixels, self.wait_s, self.clock = int(decodes), float(megapixels), wait_s, clock
+    def __init__(self, decodes=2, megapixels=64.0, wait_s=30.0):
+        self.decodes, self.megapixels, self.wait_s = int(decodes), float(megapixels), wait_s
         self._decoding, self._pixels = 0, 0.0
         self._changed = threading.Condition()
 
     @classmethod
-    def for_machine(cls, memory_share=0.01, max_decodes=4, wait_s=30.0):
-        """As many decodes as cores (at most `max_decodes`), and megapixels worth `memory_share`
-        of the machine's memory at BYTES_PER_PIXEL, never fewer than the largest picture we take."""
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        megapixels = max(MAX_PIXELS / 1e6, memory * memory_share / BYTES_PER_PIXEL / 1e6)
-        return cls(min(max_decodes, os.cpu_count() or 1), megapixels, wait_s)
+    def for_machine(cls, decodes=None, megapixels=None, wait_s=30.0, memory_share=0.01, max_decodes=4):
+        """What is not given, sized from the machine: as many decodes as cores (at most
+        `max_decodes`), and megapixels worth `memory_share` of its memory at BYTES_PER_PIXEL,
+        never fewer than the largest picture we take."""
+        if megapixels is None:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            megapixels = max(MAX_PIXELS / 1e6, memory * memory_share / BYTES_PER_PIXEL / 1e6)
+        return cls(decodes or min(max_decodes, os.cpu_count() or 1), megapixels, wait_s)
 
     @contextmanager
     def decode(self):

@@ -104,9 +104,7 @@ class Predictor:
         # entering the Keras model at once. The ImageNet fallback runs on its own single thread
         # (the TFLite interpreter is not thread-safe), beside the CNN.
         self._model_lock = threading.Lock()
-        machine = DecodeBudget.for_machine(wait_s=config.decode_wait_s)
-        self.decode_budget = DecodeBudget(config.decodes or machine.decodes, config.decode_megapixels or machine.megapixels,
-                                          config.decode_wait_s)
+        self.decode_budget = DecodeBudget.for_machine(config.decodes, config.decode_megapixels, config.decode_wait_s)
         self._fallback_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fallback")
         if config.blas_threads:
             from threadpoolctl import threadpool_limits

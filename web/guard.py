@@ -73,14 +73,15 @@ class PublicGuard:
                 return await self._stream(scope, receive, send)
             return await (self.api if api_route else self.app)(scope, receive, send)
         app = self.api if api_route else self.app
-        if method != "POST":  # PUT, PATCH, DELETE: no route of ours; a small body at most
-            body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
-            return None if body is None else await _pass_on(app, scope, body, receive, send)
-        if api_route and path == f"{API_PREFIX}/classify":
-            return await self._work(scope, receive, send, app)
-        if not api_route and path.endswith("/upload"):
-            return await self._work(scope, receive, send, app, one_file=True)
-        if not api_route and path.endswith("/queue/join"):
+        post = method == "POST"  # PUT, PATCH, DELETE: no route of ours takes more than a small body
+        classify = post and api_route and path == f"{API_PREFIX}/classify"
+        upload = post and not api_route and path.endswith("/upload")
+        # The one size check, on the length the request declares, before anything else is spent on it.
+        if refusal := _size_refusal(scope, UPLOAD_BODY_BYTES if classify or upload else SMALL_BODY_BYTES):
+            return await _refuse(scope, send, *refusal)
+        if classify or upload:
+            return await self._work(scope, receive, send, app, one_file=upload)
+        if post and not api_route and path.endswith("/queue/join"):
             return await self._join(scope, receive, send)
         body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
         if body is not None:
@@ -89,14 +90,12 @@ class PublicGuard:
     async def _work(self, scope, receive, send, app, one_file=False):
         """An upload or a JSON API call: a place while it is read and answered, the per-minute
         count before its body, and (for Gradio's upload route) one named file."""
-        if refusal := _size_refusal(scope, UPLOAD_BODY_BYTES):
-            return await _refuse(scope, send, *refusal)
         client = _client(scope)
         key = await self._take_place(scope, client, send)
         if key is False:
             return
         try:
-            if self.places is not None:
+            if self.limits.enabled:
                 try:
                     # With replicas the count is a database transaction: off the event loop.
                     await run_in_threadpool(self.limits.upload_request, client)
@@ -118,8 +117,6 @@ class PublicGuard:
 
     async def _join(self, scope, receive, send):
         """A join of Gradio's queue holds its client's place until the event ends."""
-        if refusal := _size_refusal(scope, SMALL_BODY_BYTES):
-            return await _refuse(scope, send, *refusal)
         client = _client(scope)
         key = await self._take_place(scope, client, send)
         if key is False:
@@ -192,10 +189,8 @@ class PublicGuard:
         return key
 
     async def _read(self, scope, receive, send, limit, form=None):
-        """The body, checked; None when it was refused (answered here) or its client went away."""
-        if refusal := _size_refusal(scope, limit):
-            await _refuse(scope, send, *refusal)
-            return None
+        """The body (its declared length already checked against `limit` in __call__), read and
+        checked; None when it was refused (answered here) or its client went away."""
         if self._open_bodies >= OPEN_BODIES:
             await _refuse(scope, send, 503, "The server is busy receiving other uploads; try again in a minute.",
                           retry_after=60)
