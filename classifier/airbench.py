@@ -18,6 +18,8 @@ The paper's recipe, and what each part is here:
   themselves with decay 0.95^5 * (step / total steps)^3, and are copied back at each epoch's end;
 - derandomised flips: each picture is flipped at random once, then every other epoch all are,
   so it is seen both ways in turn; random translations by up to 2 pixels (reflect padding);
+- outlier exposure (Hendrycks et al. 2019, not in airbench): pictures of none of our classes ride
+  along in every batch with a uniform target, weighted 0.5 (AlternatingFlipLoader);
 - test-time augmentation inside the saved model: six views (mirror x {no shift, a 1-pixel shift
   up-left, a 1-pixel shift down-right}), weighted as the paper does (1/4 each for the two unshifted
   views, 1/8 each for the four shifted), so that model.keras itself answers with it and its
@@ -51,8 +53,9 @@ def fit(config, dataset, epochs, out_dir, preset="airbench94", seed=0, verbose="
     views, history dict). `out_dir` receives history.csv."""
     keras.utils.set_random_seed(seed)
     num_classes = len(dataset.class_names)
+    outliers = dataset.x_outliers if config.outlier_weight and dataset.x_outliers is not None else None
     train = AlternatingFlipLoader(dataset.x_train, dataset.y_train, num_classes, config.batch_size,
-                                  config.flip, config.translate, seed)
+                                  config.flip, config.translate, seed, outliers, config.outlier_batch_size, config.outlier_weight)
     steps_per_epoch, total_steps = len(train), len(train) * int(epochs)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
@@ -326,14 +329,30 @@ class Lookahead(keras.callbacks.Callback):
 class AlternatingFlipLoader(keras.utils.PyDataset):
     """Batches of [0, 1] pixels and one-hot targets: shuffled each epoch, the last partial batch
     dropped; each picture flipped at random once, then all of them every other epoch; shifted by
-    up to `translate` pixels with reflected edges, afresh each epoch."""
+    up to `translate` pixels with reflected edges, afresh each epoch.
 
-    def __init__(self, images, labels, num_classes, batch_size, flip, translate, seed):
+    With `outliers` (outlier exposure), each batch also carries `outlier_batch` of them, drawn in
+    turn from a shuffled cycle, randomly flipped and shifted, with the uniform distribution as
+    their target, and sample weights that make Keras' batch mean the in-distribution mean plus
+    `outlier_weight` times the outliers' mean (label smoothing leaves a uniform target uniform).
+    The training "accuracy" then counts the outliers as misses; validation has none."""
+
+    def __init__(self, images, labels, num_classes, batch_size, flip, translate, seed,
+                 outliers=None, outlier_batch=0, outlier_weight=0.0):
         super().__init__()
         self.images, self.batch_size, self.flip, self.translate = images, batch_size, flip, translate
         self.rng = np.random.default_rng(seed)
         self.flipped = self.rng.random(len(self.images)) < 0.5 if self.flip else np.zeros(len(self.images), bool)
         self.targets = np.eye(num_classes, dtype=np.float32)[labels]
+        self.outliers = outliers if outliers is not None and len(outliers) and outlier_batch else None
+        if self.outliers is not None:
+            self.outlier_batch = min(outlier_batch, len(self.outliers))
+            total = batch_size + self.outlier_batch
+            self.weights = np.concatenate([np.full(batch_size, total / batch_size, np.float32),
+                                           np.full(self.outlier_batch, outlier_weight * total / self.outlier_batch, np.float32)])
+            self.outlier_target = np.full((self.outlier_batch, num_classes), 1.0 / num_classes, np.float32)
+            # Every batch's outliers fixed per epoch, from the seed alone: a batch can be asked twice.
+            self.outlier_rng = np.random.default_rng([seed, 1])
         self.epoch = 0
         self._draw()
 
@@ -343,15 +362,29 @@ class AlternatingFlipLoader(keras.utils.PyDataset):
     def _draw(self):
         self.order = self.rng.permutation(len(self.images))
         self.shifts = self.rng.integers(-self.translate, self.translate + 1, (len(self.images), 2))
+        if self.outliers is not None:
+            draws = len(self) * self.outlier_batch
+            cycles = -(-draws // len(self.outliers))
+            self.outlier_order = np.concatenate([self.outlier_rng.permutation(len(self.outliers)) for _ in range(cycles)])[:draws]
+            self.outlier_shifts = self.outlier_rng.integers(-self.translate, self.translate + 1, (draws, 2))
+            self.outlier_mirror = self.outlier_rng.random(draws) < 0.5
 
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.images[rows]
+        x = self._augmented(self.images[rows], self.shifts[rows],
+                            self.flipped[rows] ^ bool(self.epoch % 2) if self.flip else np.zeros(len(rows), bool))
+        if self.outliers is None:
+            return to_float(x), self.targets[rows]
+        draws = slice(index * self.outlier_batch, (index + 1) * self.outlier_batch)
+        mirror = self.outlier_mirror[draws] if self.flip else np.zeros(self.outlier_batch, bool)
+        outliers = self._augmented(self.outliers[self.outlier_order[draws]], self.outlier_shifts[draws], mirror)
+        return (to_float(np.concatenate([x, outliers])), np.concatenate([self.targets[rows], self.outlier_target]),
+                self.weights)
+
+    def _augmented(self, x, shifts, mirror):
         if self.translate:
-            x = shift(x, self.shifts[rows], self.translate)
-        mirror = self.flipped[rows] ^ bool(self.epoch % 2) if self.flip else np.zeros(len(rows), bool)
-        x = np.where(mirror[:, None, None, None], x[:, :, ::-1, :], x)
-        return to_float(x), self.targets[rows]
+            x = shift(x, shifts, self.translate)
+        return np.where(mirror[:, None, None, None], x[:, :, ::-1, :], x)
 
     def on_epoch_end(self):
         self.epoch += 1

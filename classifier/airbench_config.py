@@ -38,7 +38,12 @@ class AirbenchConfig:
     flip: bool = True  # derandomised, alternating
     translate: int = 2  # pixels, reflect padding
     tta_level: int = 2  # 0: none, 1: mirror, 2: mirror x {no shift, two 1-pixel shifts}
-    precision: str = "mixed_bfloat16"  # keras dtype policy while training and serving
+    precision: str = "mixed_bfloat16"  # keras dtype policy while training (the build serves float32)
+    # Outlier exposure (Hendrycks et al., ICLR 2019): each batch also carries this many pictures of
+    # none of our classes (Dataset.x_outliers), whose target is the uniform distribution; their
+    # mean cross-entropy is added with the paper's weight. 0 or no outliers: the plain recipe.
+    outlier_batch_size: int = 256
+    outlier_weight: float = 0.5
     # Switches for the ablation (pipeline.ablation): each False removes one trick of the recipe.
     whiten: bool = True  # False: the first convolution trains from random init like the others
     dirac: bool = True  # False: the other convolutions keep PyTorch's random init

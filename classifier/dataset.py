@@ -26,7 +26,8 @@ from classifier.atomic import atomic_path
 from classifier.images import Preprocessing, jpeg_round_trip, resize, to_uint8
 from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
 from classifier.readers import (
-    DataUnavailable, load_cifar_pickle, load_image_folder, load_tiny_imagenet_val, stratified_split,
+    DataUnavailable, even_odd_split, load_cifar_pickle, load_image_folder, load_tiny_imagenet_val, stratified_split,
+    tiny_imagenet_wnids,
 )
 
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tgz"  # in data_dir
@@ -57,6 +58,10 @@ class DataConfig:
     # Add Tiny ImageNet val/ images whose synset WordNet maps onto one of our classes (dogs, cars,
     # insects...), except the extra classes' own synsets, whose val images are our test split.
     tiny_imagenet_val_in_train: bool = False
+    # Outlier exposure (classifier.airbench): Tiny ImageNet val/ pictures of classes that are none
+    # of ours, from even positions of the sorted 200 wnids only (near_ood_wnids "outliers": the odd
+    # ones are never trained or tuned on, every OOD figure is measured on them). Development data only.
+    outlier_exposure: bool = True
     # Any other labelled collection instead of our 13 classes (classifier.custom_dataset): an
     # image-folder tree, a .tgz of one, or a folder of MNIST idx files. Input size and channels
     # come from `preprocessing`, classes from the data.
@@ -79,6 +84,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple
     train_augmented: np.ndarray = None  # True for rotated copies made by balancing
+    x_outliers: np.ndarray = None  # pictures of none of our classes, for outlier exposure (or None)
 
 
 def prepare_dataset(config):
@@ -101,6 +107,7 @@ def prepare_dataset(config):
         x_val=raw["x_train"][val_index], y_val=raw["y_train"][val_index],
         x_test=raw["x_test"], y_test=raw["y_test"],
         class_names=class_names, train_augmented=augmented[order],
+        x_outliers=raw.get("x_outliers"),
     )
 
 
@@ -232,11 +239,31 @@ def _load_development(config):
         keep = slice(None) if limit is None else slice(limit)
         xs_train.append(x[keep])
         ys_train.append(np.array([ours[wnids[i]] for i in y[keep]], dtype=np.int64))
-    return {
+    raw = {
         "x_train": np.concatenate(xs_train), "y_train": np.concatenate(ys_train).astype(np.int64),
         "x_test": np.concatenate(xs_test), "y_test": np.concatenate(ys_test).astype(np.int64),
         "class_names": np.array(names + tuple(config.extra_classes)),
     }
+    if config.outlier_exposure:
+        x, _ = load_tiny_imagenet_val(tiny_imagenet, near_ood_wnids(data_dir, "outliers"), p)
+        raw["x_outliers"] = x if limit is None else x[: limit * 4]
+    return raw
+
+
+def near_ood_wnids(data_dir, positions="all"):
+    """The Tiny ImageNet classes that are none of ours (classifier.wordnet.is_ours), in the
+    archive's order: "all" of them; "odd": those at odd positions of the sorted 200 wnids, which
+    nothing trains or tunes on and every OOD figure is measured on; of the even ones, every fifth
+    is "tune" (chooses the OOD detector) and the rest are "outliers" (trained on)."""
+    from classifier.wordnet import is_ours
+
+    every = tiny_imagenet_wnids(Path(data_dir) / TINY_IMAGENET_ARCHIVE)
+    others = [wnid for wnid in every if not is_ours(wnid, Path(data_dir) / "wordnet")]
+    even, odd = even_odd_split(every)
+    even = [wnid for wnid in sorted(even) if wnid in others]
+    kept = {"all": set(every), "odd": set(odd), "tune": set(even[4::5]),
+            "outliers": set(even) - set(even[4::5])}[positions]
+    return tuple(wnid for wnid in others if wnid in kept)
 
 
 def tiny_imagenet_val_of_our_classes(class_names, wordnet_dir):

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from classifier.custom_dataset import names_from_classes_tsv
+from classifier.dataset import near_ood_wnids  # noqa: F401  (the OOD sets' classes, beside their pictures)
 from classifier.images import Preprocessing, to_uint8
-from classifier.readers import load_mnist, load_tiny_imagenet_val, read_classes_tsv, tiny_imagenet_wnids
+from classifier.readers import load_mnist, load_tiny_imagenet_val, read_classes_tsv
 from classifier.wordnet import OURS_ANCESTORS, is_ours
 
 TINY_IMAGENET_ARCHIVE = "tiny-imagenet-subset.tgz"
@@ -23,22 +24,17 @@ PHOTOS_DIR = "imagenet-samples"
 PHOTO_KINDS = ("non_ours", "ours", "all")
 
 
-def near_ood_wnids(data_dir, ancestor_wnids=OURS_ANCESTORS):
-    """The Tiny ImageNet classes that are not ours, in the archive's order."""
-    wordnet = Path(data_dir) / "wordnet"
-    return tuple(wnid for wnid in tiny_imagenet_wnids(Path(data_dir) / TINY_IMAGENET_ARCHIVE)
-                 if not is_ours(wnid, wordnet, ancestor_wnids))
-
-
-def near_ood_images(data_dir, preprocessing=Preprocessing(), limit=None, ancestor_wnids=OURS_ANCESTORS, return_labels=False):
-    """Tiny ImageNet val/ images (50 per class) of the classes that are not ours.
+def near_ood_images(data_dir, preprocessing=Preprocessing(), limit=None, positions="odd", return_labels=False):
+    """Tiny ImageNet val/ images (50 per class) of the classes that are not ours; by default only
+    those at odd positions of the sorted 200 wnids, which nothing trains or tunes on (the even ones
+    may be training outliers: classifier.dataset.near_ood_wnids).
 
     `limit` keeps whole classes spread evenly over the list (about limit / 50 of them), so a
     subset covers as many kinds of object as the full set and only those images are decoded.
     With return_labels, also returns each image's wnid.
     """
     archive = Path(data_dir) / TINY_IMAGENET_ARCHIVE
-    x, y, wnids = _val_images(near_ood_wnids(data_dir, ancestor_wnids), preprocessing, limit, archive)
+    x, y, wnids = _val_images(near_ood_wnids(data_dir, positions), preprocessing, limit, archive)
     if return_labels:
         return x, np.array([wnids[i] for i in y])
     return x

@@ -136,7 +136,7 @@ def _ood_images(context, config):
     if tiny is None:
         skipped.append("Tiny ImageNet near-OOD set: no tiny-imagenet-subset.tgz in the data folder")
     elif ours:
-        images["near_ood"] = near_ood_images(context.data_dir, p, config.near_ood_limit, config.ancestor_wnids)
+        images["near_ood"] = near_ood_images(context.data_dir, p, config.near_ood_limit)
     else:
         images["tiny_imagenet_val"] = tiny_imagenet_val_except(context.data_dir, context.dataset.class_names, p, config.near_ood_limit)
     if ours and data.cifar_dir:
