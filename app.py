@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gradio as gr  # noqa: E402
 
-from classifier.images import MAX_UPLOAD_BYTES, ImageError  # noqa: E402
+from bundle.images import MAX_UPLOAD_BYTES, ImageError  # noqa: E402
 from service.model_card import model_card_markdown  # noqa: E402
 from service.public import VisitorError  # noqa: E402
 
@@ -416,7 +416,7 @@ def main(argv=None):
     release_freed_memory()
     tracker = start_tracking(args) if args.mlflow else None
     import storage
-    from service.bundle import BundleUnavailable
+    from bundle.files import BundleUnavailable
     from service.corrections import CorrectionError
 
     try:

@@ -31,7 +31,7 @@ def pictures(data_dir, per_class, folder):
 
     from classifier.dataset import DataConfig, prepare_dataset
     from classifier.label_map import build_label_map
-    from classifier.labels import CLASS_NAMES
+    from bundle.labels import CLASS_NAMES
     from classifier.wordnet import read_wordnet
     from ood.datasets import photo_wnid
 

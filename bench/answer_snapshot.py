@@ -23,7 +23,8 @@ import numpy as np
 
 def snapshot(assets, data_dir, gallery_from, limit=None, test_pictures=None):
     from classifier.dataset import prepare_dataset
-    from service.bundle import Bundle, recorded_data_config
+    from service.bundle import Bundle
+    from pipeline.bundle_files import recorded_data_config
     from service.predictor import Predictor, PredictorConfig
 
     bundle = Bundle.load(assets)

@@ -77,9 +77,10 @@ def dev_embeddings(per_class=300, model_path=None, extra_sets=None, data_dir=Non
     if missing:
         import keras
 
-        from classifier.embedding import embed, feature_model
+        from bundle.embedding import embed
+        from classifier.export import keras_outputs
 
-        extractor = feature_model(keras.saving.load_model(model_path, compile=False))
+        extractor = keras_outputs(keras.saving.load_model(model_path, compile=False))
         splits = {"train", "val", "test"} & set(missing)
         dataset = prepare_dataset(dev_data_config(data_dir)) if splits else None
         for name in missing:

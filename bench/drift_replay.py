@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifier.dataset import DataConfig, prepare_dataset  # noqa: E402
-from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS  # noqa: E402
+from bundle.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS  # noqa: E402
 from classifier.readers import load_mnist, load_tiny_imagenet_val, tiny_imagenet_wnids  # noqa: E402
 from monitoring import DriftConfig, PredictionLog, as_reference, detect_drift, upload_metrics  # noqa: E402
 from pipeline import monitoring_stage  # noqa: E402
 from pipeline.context import BuildContext  # noqa: E402
-from service.bundle import MONITORING_FILE  # noqa: E402
+from bundle.files import MONITORING_FILE  # noqa: E402
 
 CACHE = ROOT / ".cache" / "monitoring"
 
@@ -57,7 +57,8 @@ class CachedEmbedder:
         self._extractor = None
 
     def __call__(self, name, images):
-        from classifier.embedding import Embedding, embed, feature_model
+        from bundle.embedding import Embedding, embed
+        from classifier.export import keras_outputs
 
         file = CACHE / f"embedding-{self.key}-{name}-{len(images)}.npz"
         if file.exists():
@@ -66,7 +67,7 @@ class CachedEmbedder:
         if self._extractor is None:
             import keras
 
-            self._extractor = feature_model(keras.saving.load_model(self.path, compile=False))
+            self._extractor = keras_outputs(keras.saving.load_model(self.path, compile=False))
         started = time.perf_counter()
         embedding = embed(self._extractor, images)
         print(f"  embedded {name}: {len(images)} images in {time.perf_counter() - started:.0f} s", flush=True)

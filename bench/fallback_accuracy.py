@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dev import data_folder  # noqa: E402
-from classifier.images import Preprocessing, open_image  # noqa: E402
-from classifier.labels import CLASS_NAMES  # noqa: E402
+from bundle.images import Preprocessing, open_image  # noqa: E402
+from bundle.labels import CLASS_NAMES  # noqa: E402
 from classifier.wordnet import read_wordnet  # noqa: E402
 from pipeline.answer_tuning import NONE, cnn_outputs, evaluate_rule, expected_classes  # noqa: E402
 

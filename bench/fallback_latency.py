@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dev import data_folder  # noqa: E402
-from classifier.images import open_image  # noqa: E402
+from bundle.images import open_image  # noqa: E402
 from classifier.label_map import build_label_map  # noqa: E402
 from fallback import Fallback, load_fallback  # noqa: E402
 from fallback.models import (  # noqa: E402

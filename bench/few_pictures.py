@@ -61,7 +61,8 @@ def write_tree(archive, folder, classes=10, per_class=20, seed=0, test_per_class
 
 def measure(preset, dataset, data_config, runs, data_dir, epochs):
     """Train `preset` as the build would, and its test accuracy from the same embedding the app uses."""
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
     from classifier.train import TrainConfig, train
     from classifier.transfer import TFLITE_FILE_NAME, TransferConfig
 
@@ -72,7 +73,7 @@ def measure(preset, dataset, data_config, runs, data_dir, epochs):
     model, history, fit_seconds = train(config, dataset, out_dir, verbose=0)
     total = time.perf_counter() - started
     started = time.perf_counter()
-    probabilities = embed(feature_model(model, out_dir), dataset.x_test).probabilities
+    probabilities = embed(keras_outputs(model, out_dir), dataset.x_test).probabilities
     predict_seconds = time.perf_counter() - started
     return {
         "preset": preset, "test_accuracy": float((probabilities.argmax(axis=1) == dataset.y_test).mean()),
@@ -94,7 +95,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from classifier.dataset import DataConfig, prepare_dataset
-    from classifier.images import Preprocessing
+    from bundle.images import Preprocessing
     from classifier.train import describe_machine
     from classifier.transfer import TransferUnavailable
 

@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from app import UploadImage  # noqa: E402
-from classifier.images import MAX_UPLOAD_BYTES  # noqa: E402
+from bundle.images import MAX_UPLOAD_BYTES  # noqa: E402
 
 
 def build_floor_app():

@@ -47,7 +47,7 @@ def time_calls(function, samples, runs):
 
 def main(bundle_dir=REPO / "assets", runs=1000, data_dir=None):
     detector, test, source = detector_and_features(bundle_dir, data_dir)
-    features = test[detector.reads]  # the array the detector scores (classifier.embedding)
+    features = test[detector.reads]  # the array the detector scores (bundle.embedding)
     classes = test["logits"].argmax(axis=1)
     print(f"detector: {type(detector).__name__} ({detector.reads}, {features.shape[1]} values a picture) from {source}")
     median, p95 = time_calls(lambda i: detector.predict(features[i : i + 1], classes[i : i + 1]), features, runs)

@@ -28,8 +28,8 @@ from pipeline.ood_stage import OODConfig, run  # noqa: E402
 def load_bundle(directory):
     """The bundle in `directory`, or (none built yet) the dev checkpoint wrapped as one."""
     from bench.dev import find_model
-    from classifier.images import Preprocessing
-    from classifier.labels import CLASS_NAMES
+    from bundle.images import Preprocessing
+    from bundle.labels import CLASS_NAMES
     from service.bundle import Bundle
 
     if (Path(directory) / "bundle.json").exists():
@@ -62,7 +62,7 @@ def data_config(bundle, data_dir):
     development data's defaults for a training checkpoint, or a bundle whose config.json this
     version of classifier.dataset cannot read (the reason is printed)."""
     from classifier.dataset import DataConfig
-    from service.bundle import recorded_data_config
+    from pipeline.bundle_files import recorded_data_config
 
     try:
         return replace(recorded_data_config(bundle.directory), data_dir=data_dir)

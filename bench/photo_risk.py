@@ -61,7 +61,7 @@ def best_at(rows, goal):
 
 def main():
     from bench.dev import data_folder
-    from classifier.images import open_image
+    from bundle.images import open_image
     from classifier.wordnet import read_wordnet
     from pipeline.answer_tuning import NONE, cnn_outputs, evaluate_rule, expected_classes
     from service.bundle import Bundle

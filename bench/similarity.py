@@ -22,7 +22,7 @@ import numpy as np
 
 from classifier.dataset import DataConfig, prepare_dataset
 from pipeline.gallery_stage import GalleryConfig, nearest_class_agreement
-from classifier.readers import balanced_sample
+from bundle.arrays import balanced_sample
 from similarity.gallery import gallery_for
 from similarity.index import NearestTrainingImages
 
@@ -51,9 +51,10 @@ def embeddings(model_path, dataset, pool_rows):
             return {name: cached[name] for name in cached.files}
     import keras
 
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
 
-    extractor = feature_model(keras.saving.load_model(model_path, compile=False))
+    extractor = keras_outputs(keras.saving.load_model(model_path, compile=False))
     pool, test = embed(extractor, dataset.x_train[pool_rows]), embed(extractor, dataset.x_test)
     arrays = {"pool_features": pool.features, "test_features": test.features, "test_probabilities": test.probabilities}
     path.parent.mkdir(parents=True, exist_ok=True)

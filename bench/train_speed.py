@@ -34,7 +34,7 @@ def recorded_train_config(assets, data_dir):
     """The TrainConfig the bundle's config.json recorded, its data read from `data_dir`."""
     from classifier.airbench import AirbenchConfig
     from classifier.train import TrainConfig
-    from service.bundle import recorded_data_config
+    from pipeline.bundle_files import recorded_data_config
 
     saved = json.loads((Path(assets) / "config.json").read_text())["train"]
     values = {key: value for key, value in saved.items() if key not in ("data", "airbench")}
@@ -55,7 +55,8 @@ def main(argv=None):
         report(training["preset"], training["epochs_run"], training["fit_seconds"], metrics["classifier"], training["machine"])
         return
     from classifier.dataset import prepare_dataset
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
     from classifier.evaluate import cifar10_accuracy
     from classifier.train import train
 
@@ -65,7 +66,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as runs:
         model, history, _ = train(config, dataset, runs, verbose=2)
     total = time.perf_counter() - began
-    probabilities = embed(feature_model(model), dataset.x_test).probabilities
+    probabilities = embed(keras_outputs(model), dataset.x_test).probabilities
     metrics = cifar10_accuracy(probabilities, dataset.y_test, list(dataset.class_names))
     metrics["test_accuracy_13_class"] = float((probabilities.argmax(1) == dataset.y_test).mean())
     report(config.preset, len(history["loss"]), history["fit_seconds"], metrics, f"{platform.machine()} CPU")

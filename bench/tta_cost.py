@@ -60,7 +60,7 @@ def main():
 
 
 def test_accuracy(models, data_dir):
-    from classifier.labels import CIFAR10_CLASSES
+    from bundle.labels import CIFAR10_CLASSES
     from classifier.readers import load_image_folder
 
     archive = Path(data_dir) / "cifar10-jpeg.tgz"

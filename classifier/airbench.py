@@ -44,7 +44,7 @@ from keras import layers, ops
 
 from classifier.airbench_config import VIEW_WEIGHTS, WIDTHS, AirbenchConfig  # noqa: F401  (hyperparameters, without Keras)
 from classifier.devices import device_count
-from classifier.images import to_float
+from bundle.images import to_float
 from classifier.models import RGB_MEAN, RGB_STD
 
 

@@ -8,7 +8,7 @@ Two recipes make the same 13 classes, CIFAR-10's ten plus three CIFAR-100 superc
 - `cifar_dir`: the official python-format folders `cifar-10-batches-py/` and `cifar-100-python/`;
   the extra classes are CIFAR-100's own coarse classes (2,500 training pictures each).
 - `data_dir`: the development folder, where CIFAR-100 cannot be had: CIFAR-10 as 32-pixel JPEG,
-  and the extra classes rebuilt from the Tiny ImageNet synsets inside them (classifier.labels).
+  and the extra classes rebuilt from the Tiny ImageNet synsets inside them (bundle.labels).
 Balancing adds rotated copies of the small classes' pictures until each has as many as the largest
 (the extra classes: about doubled). The raw pictures are cached as .npz after the first read; the
 split and the balancing are made afresh from the seed each time.
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.atomic import atomic_path
-from classifier.images import Preprocessing, jpeg_round_trip, resize, to_uint8
-from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
+from bundle.atomic import atomic_path
+from bundle.images import Preprocessing, jpeg_round_trip, resize, to_uint8
+from bundle.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
 from classifier.readers import (
     DataUnavailable, even_odd_split, load_cifar_pickle, load_image_folder, load_tiny_imagenet_val, stratified_split,
     tiny_imagenet_wnids,

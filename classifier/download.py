@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import atomic_path
+from bundle.atomic import atomic_path
 from classifier.dataset import CIFAR100_PICKLES, CIFAR10_PICKLES
-from classifier.labels import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES
+from bundle.labels import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES
 from classifier.readers import DataUnavailable, load_keras_dataset
 
 DOWNLOAD_HOSTS = ("www.cs.toronto.edu", "storage.googleapis.com")  # CIFAR, MNIST

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.figures import pyplot, save_figure
-from classifier.labels import CIFAR10_CLASSES
+from bundle.labels import CIFAR10_CLASSES
 
 
 @dataclass(frozen=True)

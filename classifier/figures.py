@@ -5,7 +5,7 @@
     save_figure(figure, "assets/figures/curves.png", dpi=100)
 """
 
-from classifier.atomic import atomic_path
+from bundle.atomic import atomic_path
 
 
 def pyplot():

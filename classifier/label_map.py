@@ -2,7 +2,7 @@
 
     label_map = build_label_map(data_dir / "wordnet")     # {imagenet index: our class index, or None}
     save_label_map("bundle/fallback", label_map, data_dir / "wordnet")
-    label_map = load_label_map("bundle/fallback")
+    label_map = fallback.label_map.load_label_map("bundle/fallback")   # the server's side
 
 An ImageNet class maps to our class when its synset lies under one of that class's root synsets
 (ROOT_SYNSETS), unless OVERRIDES says otherwise. None means "none of ours": the fallback's
@@ -42,12 +42,11 @@ definitions of CIFAR-10 and CIFAR-100) part ways:
 import json
 from pathlib import Path
 
-from classifier.atomic import write_text_atomic
-from classifier.labels import CLASS_NAMES
+from bundle.atomic import write_text_atomic
+from bundle.labels import CLASS_NAMES
 from classifier.wordnet import read_wordnet
+from fallback.label_map import LABEL_MAP_JSON, LABEL_MAP_TEXT, LabelMapError
 
-LABEL_MAP_TEXT = "label_map.txt"
-LABEL_MAP_JSON = "label_map.json"
 
 ROOT_SYNSETS = {
     "airplane": ("n02691156",),  # airplane, aeroplane, plane
@@ -87,10 +86,6 @@ OVERRIDES = {
     "n02437616": ("large_omnivores_and_herbivores", "llama: a camelid, outside 'camel' in this hierarchy"),
     "n01871265": ("large_omnivores_and_herbivores", "tusker: an elephant, filed directly under mammal here"),
 }
-
-
-class LabelMapError(ValueError):
-    """WordNet files that do not fit our classes, or a saved label map that does not load."""
 
 
 def build_label_map(wordnet_dir, class_names=CLASS_NAMES):
@@ -146,51 +141,3 @@ def save_label_map(directory, label_map, wordnet_dir, class_names=CLASS_NAMES):
     }
     write_text_atomic(directory / LABEL_MAP_JSON, json.dumps(document, indent=1) + "\n")
     return directory / LABEL_MAP_TEXT, directory / LABEL_MAP_JSON
-
-
-def load_label_map(path, class_names=CLASS_NAMES):
-    """A saved label map (its folder, label_map.json or label_map.txt) -> {ImageNet index: class or None}.
-
-    label_map.txt carries no ImageNet order, so it is read against the label_map.json beside it.
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    try:
-        document = json.loads((folder / LABEL_MAP_JSON).read_text())
-    except (OSError, ValueError) as error:
-        raise LabelMapError(f"No readable {LABEL_MAP_JSON} in {folder}: {error}") from error
-    if tuple(document.get("class_names", ())) != tuple(class_names):
-        raise LabelMapError(f"{folder / LABEL_MAP_JSON} was made for classes {document.get('class_names')}, not {list(class_names)}.")
-    wnids = document["imagenet_wnids"]
-    if path.name == LABEL_MAP_TEXT:
-        by_class = parse_label_map_text(path.read_text())
-        position = {wnid: index for index, wnid in enumerate(wnids)}
-        label_map = dict.fromkeys(range(len(wnids)))
-        for name, members in by_class.items():
-            if name not in class_names:
-                raise LabelMapError(f"{path} names a class {name!r} that is not ours.")
-            for wnid in members:
-                label_map[position[wnid]] = class_names.index(name)
-        return label_map
-    return {index: target for index, target in enumerate(document["imagenet_to_class"])}
-
-
-def parse_label_map_text(text):
-    """label_map.txt -> {class name: [wnids]}."""
-    by_class = {}
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, *wnids = line.split()
-            by_class[name] = wnids
-    return by_class
-
-
-def mapping_matrix(label_map, n_classes=len(CLASS_NAMES), n_imagenet=1000):
-    """(1000, n_classes) 0/1 matrix: ImageNet probabilities @ matrix = our-class masses."""
-    import numpy as np
-
-    matrix = np.zeros((n_imagenet, n_classes), dtype=np.float32)
-    for index, target in label_map.items():
-        if target is not None:
-            matrix[index, target] = 1.0
-    return matrix

@@ -1,6 +1,6 @@
 """Readers of labelled pictures in the formats people have them: image-folder trees (or .tgz
 archives of them), Tiny ImageNet's val/ folder, CIFAR python pickles, MNIST idx files and
-keras.datasets. Each returns uint8 arrays made by classifier.images, so that every picture,
+keras.datasets. Each returns uint8 arrays made by bundle.images, so that every picture,
 from a dataset or from a user, goes the same way.
 
     x, y, class_names = load_image_folder("pets/", preprocessing=Preprocessing(64, 64))
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.images import Preprocessing, to_uint8
+from bundle.images import Preprocessing, to_uint8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -210,19 +210,6 @@ def even_odd_split(names):
     from the second; of Tiny ImageNet's wnids, only the first half may be trained on as outliers."""
     ordered = sorted(names)
     return ordered[0::2], ordered[1::2]
-
-
-def balanced_sample(labels, per_class, eligible=None, seed=0):
-    """Row indices: up to `per_class` rows of each class drawn at random among `eligible` rows
-    (e.g. not rotated copies), sorted. Fixed by `seed`, so a rebuild picks the same images."""
-    labels = np.asarray(labels)
-    eligible = np.ones(len(labels), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in np.unique(labels):
-        candidates = np.flatnonzero((labels == label) & eligible)
-        rows.append(rng.permutation(candidates)[:per_class])
-    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
 
 
 def stratified_split(labels, fraction, rng):

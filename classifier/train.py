@@ -27,9 +27,9 @@ import numpy as np
 
 from classifier.airbench_config import WIDTHS as AIRBENCH_PRESETS
 from classifier.airbench_config import AirbenchConfig
-from classifier.atomic import write_json_atomic
+from bundle.atomic import write_json_atomic
 from classifier.dataset import DataConfig
-from classifier.images import to_float
+from bundle.images import to_float
 from classifier.readers import IMAGE_SUFFIXES
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
 from classifier.transfer import TransferConfig

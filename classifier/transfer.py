@@ -7,7 +7,7 @@ Presets (TrainConfig.preset):
 - mobilenet_v2_tflite (offline): the bundled MobileNetV2 TFLite (uint8 quantized, 224x224); its
   1,280-wide average-pool tensor is the frozen feature extractor. The model is the Keras head alone
   (1,280 numbers in); the run folder keeps a copy of the .tflite and extractor.json saying how to
-  reach the features, and classifier.embedding.feature_model(head, folder) runs both.
+  reach the features; the build exports the head to LiteRT and bundle.litert.CNNRuntime runs both.
 - mobilenet_v2, resnet50 (online): a keras.applications base (include_top=False, ImageNet weights,
   its own preprocess_input), frozen, then the same head; optionally the top blocks fine-tuned at a
   low learning rate afterwards (keras-io's "Transfer learning & fine-tuning"). One Keras model,
@@ -20,14 +20,13 @@ The head names the layers the product reads: "features" (OOD detector, gallery),
 import json
 import os
 import shutil
-import socket
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from bundle.files import reachable
+from bundle.litert import EXTRACTOR_FILE, ModelUnavailable, TFLiteFeatures
 from classifier.readers import DataUnavailable
 
 TFLITE_PRESETS = ("mobilenet_v2_tflite",)
@@ -37,7 +36,6 @@ KERAS_PRESETS = {
     "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
 }
 PRESETS = TFLITE_PRESETS + tuple(KERAS_PRESETS)
-EXTRACTOR_FILE = "extractor.json"  # beside the head's model.keras, for the TFLite preset
 TFLITE_FILE_NAME = "mobilenet_v2_1.0_224_quant.tflite"  # in a data folder's imagenet-models/
 WEIGHTS_HOST = "storage.googleapis.com"
 
@@ -71,7 +69,7 @@ def fit(train_config, dataset, out_dir, verbose="auto"):
     config, preset = train_config.transfer, train_config.preset
     keras.utils.set_random_seed(train_config.seed)
     if preset in TFLITE_PRESETS:
-        extractor = TFLiteFeatures.from_config(config)
+        extractor = tflite_features(config)
         train = _features_with_flips(extractor, dataset.x_train, dataset.y_train, config.flip_copies)
         val = extractor.features(dataset.x_val), dataset.y_val
         model = build_head(extractor.width, len(dataset.class_names), config)
@@ -142,7 +140,7 @@ def check_available(preset, config=TransferConfig()):
     """Raise TransferUnavailable, plainly and at once, when a transfer preset cannot run here;
     nothing for any other preset. The build calls it before loading any data."""
     if preset in TFLITE_PRESETS:
-        TFLiteFeatures.from_config(config)
+        tflite_features(config)
     elif preset in KERAS_PRESETS:
         check_weights_reachable(preset, config.connect_timeout)
 
@@ -157,35 +155,16 @@ def check_weights_reachable(preset, timeout=3.0):
                                   "use --preset mobilenet_v2_tflite (the bundled MobileNetV2, offline) instead.")
 
 
-def reachable(host, port, timeout):
+def tflite_features(config):
+    """The frozen extractor of the mobilenet_v2_tflite preset (TransferUnavailable when it cannot run)."""
+    if not config.tflite_model:
+        raise TransferUnavailable(f"The mobilenet_v2_tflite preset needs the bundled {TFLITE_FILE_NAME}: "
+                                  "give the data folder that holds imagenet-models/ (--data-dir).")
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def dequantized(raw, details):
-    """A LiteRT output tensor as float32: (raw - zero point) * scale for a quantized one (its
-    `details` from get_output_details), unchanged otherwise."""
-    scale, zero_point = details["quantization"]
-    raw = np.asarray(raw).astype(np.float32)
-    return (raw - zero_point) * scale if scale else raw
-
-
-def open_interpreter(model_path, num_threads=1, preserve_all_tensors=False):
-    """A LiteRT (TFLite) interpreter with its tensors allocated; ValueError/RuntimeError if unusable."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # older set-ups: the interpreter that ships with TensorFlow
-        from tensorflow.lite import Interpreter
-    with warnings.catch_warnings():
-        # It warns that keeping every tensor costs memory: MobileNetV2's come to a few MB.
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads,
-                                  experimental_preserve_all_tensors=preserve_all_tensors)
-    interpreter.allocate_tensors()
-    return interpreter
+        return TFLiteFeatures(config.tflite_model)
+    except ModelUnavailable as error:
+        raise TransferUnavailable(f"{error} The offline transfer preset needs the bundled {TFLITE_FILE_NAME} "
+                                  "(the data folder's imagenet-models/).") from error
 
 
 def copy_extractor(run_dir, target_dir):
@@ -205,92 +184,6 @@ def features_description(run_dir, preset):
     if preset in KERAS_PRESETS:
         return f"keras.applications {KERAS_PRESETS[preset][0]} with ImageNet weights, frozen (average-pooled); {head}"
     return "the CNN's own penultimate layer, trained from scratch on these pictures"
-
-
-class TFLiteFeatures:
-    """A TFLite ImageNet model's average-pool tensor as features of [0, 1] pictures of any size.
-
-    Each picture is enlarged (bilinear) to the model's input size; grayscale is repeated to RGB.
-    The tensor is an intermediate one, so the interpreter keeps all tensors after invoke.
-    """
-
-    def __init__(self, model_path, tensor_name=None, num_threads=2):
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise TransferUnavailable(f"No TFLite model at {self.model_path}; the offline transfer preset needs the "
-                                      f"bundled {TFLITE_FILE_NAME} (the data folder's imagenet-models/).")
-        try:
-            self._interpreter = open_interpreter(self.model_path, num_threads, preserve_all_tensors=True)
-        except (ValueError, RuntimeError) as error:
-            raise TransferUnavailable(f"{self.model_path} is not a usable TFLite model: {error}") from error
-        self._input = self._interpreter.get_input_details()[0]
-        self.input_size = int(self._input["shape"][1])
-        pooled = [d for d in self._interpreter.get_tensor_details()
-                  if (d["name"] == tensor_name if tensor_name else "avgpool" in d["name"].lower()) and len(d["shape"]) == 4]
-        if not pooled:
-            raise TransferUnavailable(f"{self.model_path} has no average-pool tensor to take features from.")
-        self._pooled = pooled[0]
-        self.tensor_name = self._pooled["name"]
-        self.width = int(self._pooled["shape"][-1])
-
-    @classmethod
-    def from_config(cls, config):
-        if not config.tflite_model:
-            raise TransferUnavailable(f"The mobilenet_v2_tflite preset needs the bundled {TFLITE_FILE_NAME}: "
-                                      "give the data folder that holds imagenet-models/ (--data-dir).")
-        return cls(config.tflite_model)
-
-    @classmethod
-    def load_beside(cls, directory):
-        """The extractor a run or bundle folder names in extractor.json (its own copy of the .tflite)."""
-        spec = json.loads((Path(directory) / EXTRACTOR_FILE).read_text())
-        return cls(Path(directory) / spec["file"], spec["tensor"])
-
-    def save_beside(self, directory):
-        """Copy the .tflite into `directory` and say there which tensor is the features."""
-        shutil.copyfile(self.model_path, Path(directory) / self.model_path.name)
-        spec = {"kind": "tflite", "file": self.model_path.name, "tensor": self.tensor_name, "width": self.width,
-                "input_size": self.input_size, "description": self.description()}
-        (Path(directory) / EXTRACTOR_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-
-    def description(self):
-        return (f"the {self.width}-wide average pool of {self.model_path.name} (ImageNet-pretrained, frozen; pictures "
-                f"enlarged to {self.input_size}x{self.input_size})")
-
-    def features(self, x):
-        """(n, h, w, c) pictures in [0, 1] (or uint8) -> (n, width) float32."""
-        x = np.asarray(x)
-        pixels = x if x.dtype == np.uint8 else np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-        out = np.empty((len(pixels), self.width), np.float32)
-        for row, picture in enumerate(pixels):
-            self._interpreter.set_tensor(self._input["index"], self._to_input(picture)[None])
-            self._interpreter.invoke()
-            out[row] = dequantized(self._interpreter.get_tensor(self._pooled["index"]).reshape(-1), self._pooled)
-        return out
-
-    def _to_input(self, picture):
-        if picture.shape[-1] == 1:
-            picture = np.repeat(picture, 3, axis=-1)
-        size = self.input_size
-        if picture.shape[:2] != (size, size):
-            picture = np.asarray(Image.fromarray(picture).resize((size, size), Image.Resampling.BILINEAR))
-        if self._input["dtype"] == np.uint8:
-            return picture
-        return (picture.astype(np.float32) / 127.5 - 1.0).astype(self._input["dtype"])  # float MobileNets take [-1, 1]
-
-
-class TransferExtractor:
-    """The TFLite features, then the head's [features, logits, probabilities]: what
-    classifier.embedding.embed calls, as it calls a Keras feature model."""
-
-    def __init__(self, features, head_extractor):
-        self.extractor, self.head = features, head_extractor
-
-    def predict_on_batch(self, x):
-        return self.head.predict_on_batch(self.extractor.features(x))
-
-    def predict(self, x, batch_size=512, verbose=0):
-        return self.head.predict(self.extractor.features(x), batch_size=batch_size, verbose=verbose)
 
 
 def _features_with_flips(extractor, x, y, flips):
@@ -331,6 +224,6 @@ def _preprocess_layer(preset, channels):
 
 
 def _as_float(x):
-    from classifier.images import to_float
+    from bundle.images import to_float
 
     return to_float(x) if x.dtype == np.uint8 else x

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from classifier.labels import EXTRA_CLASS_WNIDS
+from bundle.labels import EXTRA_CLASS_WNIDS
 
 # The synsets CIFAR-10's classes stand for. Broader than the class names on purpose: a lion or a
 # bus at 32x32 is what a person would call "cat" or "truck", so it is no fair OOD example.

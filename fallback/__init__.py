@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.label_map import LabelMapError, load_label_map, mapping_matrix
-from classifier.labels import CLASS_NAMES
+from fallback.label_map import LabelMapError, load_label_map, mapping_matrix
+from bundle.labels import CLASS_NAMES
 from fallback.models import FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, read_imagenet_labels
 
 CONFIG_FILE = "fallback_config.json"

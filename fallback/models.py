@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.images import open_image, to_mode
-from classifier.transfer import dequantized, open_interpreter, reachable
+from bundle.images import open_image, to_mode
+from bundle.files import reachable
+from bundle.litert import dequantized, open_interpreter
 
 # File names in a data folder's imagenet-models/ (the development data has them).
 MODELS_DIR = "imagenet-models"
@@ -123,8 +124,13 @@ class KerasResNet50:
                 "ResNet50's ImageNet weights must be downloaded and this machine is offline; "
                 "use the bundled MobileNetV2 (TFLiteImageNetClassifier) instead."
             )
-        import keras
-
+        try:
+            import keras
+        except ImportError:
+            raise FallbackUnavailable(
+                "ResNet50 runs on Keras and TensorFlow, which the server does not install; "
+                "pip install -r requirements-build.txt, or use the bundled MobileNetV2 (TFLiteImageNetClassifier)."
+            ) from None
         try:
             self.model = keras.applications.ResNet50(weights="imagenet")
         except Exception as error:  # urllib, SSL, socket, truncated file: all mean "no weights"

@@ -1,7 +1,7 @@
 """Per-upload drift metrics: pure functions of one model-input image and its probabilities.
 
 All images are the model's input in uint8 (height, width, channels), as made by
-classifier.images.to_uint8 with the bundle's Preprocessing, so uploads are measured exactly as the
+bundle.images.to_uint8 with the bundle's Preprocessing, so uploads are measured exactly as the
 training reference was.
 
 - confidence: the top class probability (falls under concept drift).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import write_text_atomic
+from bundle.atomic import write_text_atomic
 from monitoring import metrics
 
 FORMAT_VERSION = 1

@@ -18,7 +18,7 @@ penultimate-layer features: logits = features @ weights + bias.
 
 import numpy as np
 
-from classifier.embedding import l2_normalize
+from bundle.arrays import l2_normalize
 from ood.detectors import OODDetector, nearest_similarities
 
 

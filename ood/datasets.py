@@ -15,7 +15,7 @@ import numpy as np
 
 from classifier.custom_dataset import names_from_classes_tsv
 from classifier.dataset import near_ood_wnids  # noqa: F401  (the OOD sets' classes, beside their pictures)
-from classifier.images import Preprocessing, to_uint8
+from bundle.images import Preprocessing, to_uint8
 from classifier.readers import load_mnist, load_tiny_imagenet_val, read_classes_tsv
 from classifier.wordnet import OURS_ANCESTORS, is_ours
 
@@ -92,7 +92,7 @@ def imagenet_photo_paths(data_dir, kind="non_ours", ancestor_wnids=OURS_ANCESTOR
 
 
 def imagenet_photos(data_dir, preprocessing=Preprocessing(), kind="non_ours", limit=None, ancestor_wnids=OURS_ANCESTORS):
-    """The photos of `imagenet_photo_paths`, downscaled with Lanczos by classifier.images."""
+    """The photos of `imagenet_photo_paths`, downscaled with Lanczos by bundle.images."""
     paths = imagenet_photo_paths(data_dir, kind, ancestor_wnids)[:limit]
     if not paths:
         shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)

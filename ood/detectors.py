@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from classifier.atomic import atomic_path
+from bundle.atomic import atomic_path
 
 # A class with fewer held-out samples than this gets the threshold of all classes together.
 MIN_CALIBRATION_SAMPLES = 20
@@ -31,7 +31,7 @@ class OODDetector(BaseEstimator):
     # A detector whose score means the same for every class (feature length, say) sets this
     # False and gets one threshold for all: per-class bars would only move some classes' cut.
     per_class_thresholds = True
-    # Which of the CNN's outputs (classifier.embedding.Embedding) the detector scores.
+    # Which of the CNN's outputs (bundle.embedding.Embedding) the detector scores.
     reads = "features"
 
     def score_samples(self, features, classes):
@@ -68,7 +68,7 @@ class OODDetector(BaseEstimator):
         return self
 
     def save(self, path):
-        """Write with joblib, whole or not at all (classifier.atomic)."""
+        """Write with joblib, whole or not at all (bundle.atomic)."""
         import joblib
 
         with atomic_path(path) as temporary:

@@ -62,7 +62,7 @@ def true_positives(split, reads="features"):
 
 
 def read(split, reads):
-    """The array a detector reads from a split (classifier.embedding.Embedding's field of that name)."""
+    """The array a detector reads from a split (bundle.embedding.Embedding's field of that name)."""
     return split[reads]
 
 

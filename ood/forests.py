@@ -6,7 +6,7 @@
 
 import numpy as np
 
-from classifier.embedding import l2_normalize
+from bundle.arrays import l2_normalize
 from ood.detectors import OODDetector
 
 

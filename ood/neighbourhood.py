@@ -4,7 +4,7 @@ the net fire as strongly as it does for them?
     detector = NeighbourhoodScore().fit(train_ood_features, train_labels)
     detector.calibrate(val_ood_features, val_predicted, tpr=0.95)
 
-It reads the embedding's ood_features (classifier.embedding): the max-pooled earlier layers and
+It reads the embedding's ood_features (bundle.embedding): the max-pooled earlier layers and
 the features, each at length 1, then the features' length. Two parts, each standardized on the
 calibration pictures and summed, as ood.CombinedScore does:
 - closeness: the mean cosine similarity of the direction part to the k nearest pictures of a
@@ -19,8 +19,8 @@ One threshold for all classes, as the sum means the same for each.
 
 import numpy as np
 
-from classifier.embedding import l2_normalize
-from classifier.readers import balanced_sample
+from bundle.arrays import l2_normalize
+from bundle.arrays import balanced_sample
 from ood.detectors import OODDetector, nearest_similarities
 
 

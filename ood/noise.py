@@ -32,8 +32,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from classifier.atomic import write_json_atomic
-from classifier.images import Preprocessing, is_thumbnail, to_mode, to_uint8
+from bundle.atomic import write_json_atomic
+from bundle.images import Preprocessing, is_thumbnail, to_mode, to_uint8
 
 
 def neighbour_correlation(images):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 
 from classifier.airbench_config import AirbenchConfig
-from classifier.atomic import write_json_atomic, write_text_atomic
+from bundle.atomic import write_json_atomic, write_text_atomic
 from classifier.dataset import DataConfig, prepare_dataset
-from classifier.images import to_float
-from classifier.readers import balanced_sample
+from bundle.images import to_float
+from bundle.arrays import balanced_sample
 from classifier.train import TrainConfig, describe_machine, train
 from pipeline.data_dir import resolve_data_dir
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import atomic_path
-from classifier.images import Preprocessing
-from classifier.labels import EXTRA_CLASS_WNIDS
-from classifier.readers import balanced_sample, load_tiny_imagenet_val, tiny_imagenet_wnids
+from bundle.atomic import atomic_path
+from bundle.images import Preprocessing
+from bundle.labels import EXTRA_CLASS_WNIDS
+from bundle.arrays import balanced_sample
+from classifier.readers import load_tiny_imagenet_val, tiny_imagenet_wnids
 from service.answer import CNN, FALLBACK, REFUSED, AnswerRule
 
 NONE = -1  # expected answer for a picture of none of our classes

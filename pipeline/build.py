@@ -26,11 +26,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from classifier.atomic import write_json_atomic
+from bundle.atomic import write_json_atomic
 from classifier.devices import DevicesUnavailable
 from classifier.custom_dataset import choose_preset, tflite_path
 from classifier.dataset import CIFAR10_JPEG_ARCHIVE, DataConfig, describe_data, prepare_dataset
-from classifier.images import Preprocessing
+from bundle.images import Preprocessing
 from classifier.readers import DataUnavailable
 from classifier.train import TrainConfig
 from classifier.transfer import PRESETS as TRANSFER_PRESETS
@@ -64,11 +64,10 @@ class BuildConfig:
 
 
 def build(config=BuildConfig(), verbose="auto"):
-    import keras
-
     from classifier.devices import data_parallel
     from classifier.train import load_or_train
-    from service.bundle import MODEL_FILE, Bundle, write_manifest
+    from pipeline.bundle_files import export_model, write_manifest
+    from service.bundle import Bundle
 
     data = config.train.data
     if data.source is not None and "fallback" in config.stages:
@@ -94,8 +93,9 @@ def build(config=BuildConfig(), verbose="auto"):
         model, history, run_dir = load_or_train(config.train, dataset, config.runs_dir, verbose)
     _log(f"model: {run_dir}")
 
-    # The bundle serves, it does not train: saved without the optimizer's state.
-    keras.saving.load_model(run_dir / MODEL_FILE, compile=False).save(work_dir / MODEL_FILE)
+    # The bundle serves, it does not train: saved without the optimizer's state, in float32, and
+    # exported to LiteRT; every later stage is fitted on what the exported model computes.
+    model = export_model(model, work_dir)
     copy_extractor(run_dir, work_dir)  # a TFLite transfer run's frozen feature extractor
     write_manifest(work_dir, dataset.class_names, data.preprocessing, {
         "training_run": run_dir.name, "data": describe_data(data),
@@ -124,7 +124,7 @@ def build(config=BuildConfig(), verbose="auto"):
     fit = metrics["training"]["fit_seconds"]
     fitted = f"; fit {fit / 60:.1f} min for {metrics['training']['epochs_run']} epochs on {metrics['training']['machine']}" if fit else ""
     _log(f"evaluation: {_headline(metrics['classifier'])}{fitted}")
-    context = BuildContext(bundle, dataset, embeddings, work_dir, data, config.data_dir)
+    context = BuildContext(bundle, model, dataset, embeddings, work_dir, data, config.data_dir)
     stage_configs = dict(config.stage_configs)
     modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage,
                "fallback": fallback_stage, "errors": errors_stage}

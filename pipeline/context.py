@@ -13,8 +13,9 @@ from pathlib import Path
 @dataclass
 class BuildContext:
     bundle: object  # service.bundle.Bundle being built (its detector is set once the OOD stage ran)
+    model: object  # the Keras model the bundle's model.tflite was exported from (float32)
     dataset: object  # classifier.dataset.Dataset
-    embeddings: dict  # {"train", "val", "test"}: classifier.embedding.Embedding of each split
+    embeddings: dict  # {"train", "val", "test"}: bundle.embedding.Embedding of each split
     out_dir: Path  # the bundle folder being written
     data_config: object  # classifier.dataset.DataConfig the CNN was trained on
     data_dir: str | None = None  # the data folder for the evaluation sets (OOD sets, photos); None: none

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import write_json_atomic
+from bundle.atomic import write_json_atomic
 from classifier.figures import pyplot, save_figure
-from classifier.images import to_float
+from bundle.images import to_float
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,12 @@ class ErrorAnalysisConfig:
 
 def run(context, config=ErrorAnalysisConfig()):
     """Cluster the misclassified test images, draw the layers. Returns a JSON-able metrics dict."""
-    return analyse(context.bundle, context.dataset, context.embeddings["test"], context.out_dir, config)
+    return analyse(context.model, context.dataset, context.embeddings["test"], context.out_dir, config)
 
 
-def analyse(bundle, dataset, test_embedding, out_dir, config=ErrorAnalysisConfig()):
-    """`test_embedding` is the Embedding of dataset.x_test; figures go to out_dir/figures."""
+def analyse(model, dataset, test_embedding, out_dir, config=ErrorAnalysisConfig()):
+    """`test_embedding` is the Embedding of dataset.x_test; `model` the Keras CNN whose layers are
+    drawn; figures go to out_dir/figures."""
     embeddings = {"test": test_embedding}
     figures = Path(out_dir) / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -74,10 +75,10 @@ def analyse(bundle, dataset, test_embedding, out_dir, config=ErrorAnalysisConfig
                   f"DBSCAN (eps {eps or 0:.3f}, min_samples {min_samples}) on the same points{noise}")
 
     index = min(max(config.activation_image, 0), len(y) - 1)
-    layers = config.activation_layers or default_activation_layers(bundle.model, config.max_activation_layers)
+    layers = config.activation_layers or default_activation_layers(model, config.max_activation_layers)
     caption = f"test image {index}: true {names[y[index]]}, predicted {names[predicted[index]]}"
-    plot_activations(bundle.model, layers, dataset.x_test[index], caption, figures / "activations.png", config)
-    filter_layer = plot_filters(bundle.model, figures / "filters.png", config)
+    plot_activations(model, layers, dataset.x_test[index], caption, figures / "activations.png", config)
+    filter_layer = plot_filters(model, figures / "filters.png", config)
 
     return {
         "test_images": int(len(y)), "misclassified": int(len(wrong)),
@@ -286,14 +287,19 @@ def _message(path, text, config):
 
 def regenerate(bundle_dir="assets", config=ErrorAnalysisConfig()):
     """Rebuild the bundle's test split, draw the figures into it, update its metrics.json."""
+    import keras
+
+    from bundle.files import MODEL_FILE
     from classifier.dataset import prepare_dataset
-    from service.bundle import Bundle, recorded_data_config
+    from pipeline.bundle_files import recorded_data_config
+    from service.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir, with_fallback=False)
+    model = keras.saving.load_model(bundle.directory / MODEL_FILE, compile=False)
     dataset = prepare_dataset(recorded_data_config(bundle.directory))
     if tuple(dataset.class_names) != tuple(bundle.class_names):
         raise ValueError(f"The rebuilt data has classes {dataset.class_names}, the bundle {bundle.class_names}.")
-    metrics = analyse(bundle, dataset, bundle.embed(dataset.x_test), bundle.directory, config)
+    metrics = analyse(model, dataset, bundle.embed(dataset.x_test), bundle.directory, config)
     metrics_path = bundle.directory / "metrics.json"
     stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     stored["errors"] = metrics

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.atomic import atomic_path, write_json_atomic, write_text_atomic
+from bundle.atomic import atomic_path, write_json_atomic, write_text_atomic
 from classifier.dataset import trained_tiny_imagenet_wnids
 from classifier.label_map import build_label_map, save_label_map
-from classifier.readers import balanced_sample
+from bundle.arrays import balanced_sample
 from classifier.wordnet import read_wordnet
 from fallback import CONFIG_FILE, Fallback, load_fallback
 from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteImageNetClassifier, check_label_order, read_imagenet_labels
@@ -29,7 +29,7 @@ from pipeline.answer_tuning import (
     tune_thumbnail_threshold,
 )
 from service.answer import AnswerRule
-from service.bundle import FALLBACK_DIR
+from bundle.files import FALLBACK_DIR
 
 NOTICE = """The ImageNet fallback model in this folder ({model}) and its labels ({labels}) are
 Google's MobileNet from google-coral/test_data, licensed under the Apache License, Version 2.0

@@ -16,7 +16,7 @@ def export_corrections(store_path, accepted_only=True, cache_dir=".cache/correct
     import hashlib
 
     import storage
-    from classifier.labels import CLASS_NAMES
+    from bundle.labels import CLASS_NAMES
     from service.corrections import CorrectionStore
 
     shared = storage.is_postgresql(str(store_path))  # the replicas' database (app.py --database)

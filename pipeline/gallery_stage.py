@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from classifier.atomic import write_json_atomic
-from service.bundle import GALLERY_FILE
-from classifier.readers import balanced_sample
+from bundle.atomic import write_json_atomic
+from bundle.files import GALLERY_FILE
+from bundle.arrays import balanced_sample
 from similarity import NearestTrainingImages
 
 CONFIG_FILE = "gallery_config.json"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import write_text_atomic
+from bundle.atomic import write_text_atomic
 from classifier.dataset import DataConfig, prepare_dataset
-from classifier.images import to_float
+from bundle.images import to_float
 from classifier.train import TrainConfig, describe_machine
 from classifier.custom_dataset import tflite_path
 from classifier.transfer import TransferConfig, TransferUnavailable
@@ -138,9 +138,10 @@ def _probabilities(model, run_dir, batch_size):
     """pictures -> probabilities: the model itself, or for a TFLite transfer run its extractor, then the head."""
     if run_dir is None or not (Path(run_dir) / "extractor.json").exists():
         return lambda x: model.predict(x, batch_size=batch_size, verbose=0)
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
 
-    extractor = feature_model(model, run_dir)
+    extractor = keras_outputs(model, run_dir)
     return lambda x: embed(extractor, x, batch_size).probabilities
 
 

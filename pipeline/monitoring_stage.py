@@ -13,7 +13,7 @@ import numpy as np
 
 from monitoring.drift import DriftConfig, picture_window_columns, replay_windows
 from monitoring.reference import ReferenceConfig, build_reference
-from service.bundle import MONITORING_FILE
+from bundle.files import MONITORING_FILE
 
 
 def run(context, config=ReferenceConfig(), drift_config=DriftConfig()):

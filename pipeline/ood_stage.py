@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import write_json_atomic
-from classifier.labels import CIFAR100_COARSE_CLASSES, CIFAR10_CLASSES
+from bundle.atomic import write_json_atomic
+from bundle.labels import CIFAR100_COARSE_CLASSES, CIFAR10_CLASSES
 from classifier.readers import is_mnist_folder, load_cifar_pickle
 from classifier.wordnet import OURS_ANCESTORS
 from ood.datasets import far_ood_images, imagenet_photos, near_ood_images, tiny_imagenet_val_except
 from ood.evaluate import METHODS, choose, fit_candidates, format_table, ood_table, plot_histograms, predicted
 from ood.noise import NoiseGate
-from service.bundle import NOISE_GATE_FILE, OOD_FILE
+from bundle.files import NOISE_GATE_FILE, OOD_FILE
 
 # The acceptance targets of the OOD stage, checked and reported in the metrics.
 TARGETS = {"near_ood_auroc": 0.85, "far_ood_auroc": 0.95, "id_refusal_rate": 0.05}
@@ -81,7 +81,7 @@ def run(context, config=OODConfig()):
     val = _split(embeddings["val"], dataset.y_val)
     test = _split(embeddings["test"], dataset.y_test)
 
-    weights, bias = logit_weights(bundle.model)
+    weights, bias = logit_weights(context.model)
     detectors = fit_candidates(config, train, val, weights, bias, len(dataset.class_names), config.methods)
     images, id_images, skipped = _ood_images(context, config)
     ood_sets = {name: _embedded(bundle, x) for name, x in images.items() if len(x)}

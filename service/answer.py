@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.atomic import write_json_atomic
+from bundle.atomic import write_json_atomic
 
 CNN, FALLBACK, REFUSED = "cnn", "fallback", "refused"
 RULE_FILE = "answer_rule.json"

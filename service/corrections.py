@@ -28,7 +28,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import storage
-from classifier.atomic import write_bytes_atomic
+from bundle.atomic import write_bytes_atomic
 
 STATUSES = ("pending", "accepted", "rejected")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from classifier.images import DecodeBudget, ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
+from bundle.images import DecodeBudget, ImageError, is_thumbnail, open_image, read_upload, to_float, to_mode, to_uint8
 from service.answer import CNN, REFUSAL, under_the_hood, verdict
 from similarity import gallery_for
 
@@ -41,9 +41,9 @@ class PredictorConfig:
     # "cnn": the CNN's own top classes, as before the answer rule owned the page (for comparisons).
     gallery_from: str = "answer"
     # Uploads larger than twice this a side are decoded at a reduced scale (JPEG) or reduced at
-    # once after decoding (classifier.images.open_image).
+    # once after decoding (bundle.images.open_image).
     draft_side: int = 1024
-    # The process-wide decode budget (classifier.images.DecodeBudget): uploads read and decoded at
+    # The process-wide decode budget (bundle.images.DecodeBudget): uploads read and decoded at
     # once, and megapixels they hold together; None sizes each from the machine (cores, memory).
     # Every route into the models (the page's queue, the JSON API) decodes through it, so peak
     # memory does not depend on which door a request came by (bench.public_link).

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.atomic import write_bytes_atomic
-from classifier.images import ImageError, to_mode
+from bundle.atomic import write_bytes_atomic
+from bundle.images import ImageError, to_mode
 from monitoring.log import LogError
 from service.answer import relabel_message
 from service.corrections import CorrectionError, CorrectionStoreError

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from classifier.atomic import atomic_path
-from classifier.embedding import l2_normalize
+from bundle.atomic import atomic_path
+from bundle.arrays import l2_normalize
 
 METRICS = ("cosine", "l1-pixels")
 FORMAT_VERSION = 1
@@ -206,7 +206,7 @@ class NearestTrainingImages(BaseEstimator):
             raise ValueError(f"A query must have {self.n_features_in_} values, not {queries.shape[1]}.")
         if self.metric == "l1-pixels":
             if queries.dtype != np.uint8:
-                raise ValueError("The l1-pixels metric is queried with the upload's uint8 pixels (classifier.images.to_uint8).")
+                raise ValueError("The l1-pixels metric is queried with the upload's uint8 pixels (bundle.images.to_uint8).")
             return queries.astype(np.int16), single
         return l2_normalize(queries.astype(np.float32)), single
 

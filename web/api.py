@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from classifier.images import MAX_UPLOAD_BYTES, TOO_LARGE, Busy, ImageError
+from bundle.images import MAX_UPLOAD_BYTES, TOO_LARGE, Busy, ImageError
 from service.public import VisitorError
 
 PREFIX = "/api/v1"

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 
-from classifier.images import MAX_UPLOAD_BYTES, TOO_LARGE
+from bundle.images import MAX_UPLOAD_BYTES, TOO_LARGE
 from service.limits import LimitExceeded
 from web.api import PREFIX as API_PREFIX
 from web.bodies import BodyLimits, BodyRefused, ClientGone, OneFileForm, read_body

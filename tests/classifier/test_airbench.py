@@ -10,8 +10,8 @@ from classifier.airbench import AirbenchConfig, AirbenchSGD, AlternatingFlipLoad
 from classifier.airbench import test_time_views as views_of  # renamed: pytest would collect a test_* name
 from classifier.airbench import whitening_kernel
 from classifier.dataset import Dataset
-from classifier.images import to_float, to_uint8
-from classifier.labels import CIFAR10_CLASSES
+from bundle.images import to_float, to_uint8
+from bundle.labels import CIFAR10_CLASSES
 from classifier.readers import load_image_folder
 
 # Small widths: the parts under test do not depend on them, and the net builds in a moment.

@@ -6,7 +6,7 @@ from PIL import Image
 
 from classifier.custom_dataset import readable_names
 from classifier.dataset import DataConfig, prepare_dataset
-from classifier.images import Preprocessing
+from bundle.images import Preprocessing
 from classifier.readers import DataUnavailable, is_mnist_folder, load_image_folder
 
 GRAY_28 = Preprocessing(height=28, width=28, channels=1)

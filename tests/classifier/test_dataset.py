@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from classifier.dataset import DataConfig, balance_by_rotation, prepare_dataset, rotate
-from classifier.labels import CLASS_NAMES
+from bundle.labels import CLASS_NAMES
 from classifier.readers import DataUnavailable
 
 

@@ -4,11 +4,9 @@ import json
 
 import pytest
 
-from classifier.labels import CLASS_NAMES, EXTRA_CLASS_WNIDS
-from classifier.label_map import (
-    LABEL_MAP_TEXT, OVERRIDES, LabelMapError, build_label_map, load_label_map, mapping_matrix, parse_label_map_text,
-    save_label_map,
-)
+from bundle.labels import CLASS_NAMES, EXTRA_CLASS_WNIDS
+from classifier.label_map import OVERRIDES, build_label_map, save_label_map
+from fallback.label_map import LABEL_MAP_TEXT, LabelMapError, load_label_map, mapping_matrix, parse_label_map_text
 from classifier.wordnet import WordNetError, read_wordnet
 
 

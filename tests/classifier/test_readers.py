@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import Preprocessing
-from classifier.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
+from bundle.images import Preprocessing
+from bundle.labels import CIFAR10_CLASSES, EXTRA_CLASS_WNIDS
 from classifier.readers import (
     DataUnavailable, load_cifar_pickle, load_image_folder, load_keras_dataset, load_mnist, load_tiny_imagenet_val,
 )

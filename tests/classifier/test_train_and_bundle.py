@@ -9,7 +9,9 @@ import pytest
 from classifier.dataset import DataConfig, prepare_dataset
 from classifier.models import PRESETS, build_model
 from classifier.train import TrainConfig, load_or_train
-from service.bundle import Bundle, BundleUnavailable, data_config_from_json, push_to_hub, write_manifest
+from service.bundle import Bundle
+from bundle.files import BundleUnavailable
+from pipeline.bundle_files import data_config_from_json, push_to_hub, write_manifest
 
 
 @pytest.fixture(scope="module")

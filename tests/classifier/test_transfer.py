@@ -2,14 +2,14 @@
 the online presets' graph (built without weights) and their immediate failure offline."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bundle.files import reachable
+from bundle.litert import EXTRACTOR_FILE, ModelUnavailable, TFLiteFeatures
 from classifier.transfer import (
-    EXTRACTOR_FILE, TFLITE_FILE_NAME, WEIGHTS_HOST, TFLiteFeatures, TransferConfig, TransferUnavailable,
-    build_keras_model, check_weights_reachable, reachable,
+    TFLITE_FILE_NAME, WEIGHTS_HOST, TransferConfig, TransferUnavailable, build_keras_model, check_weights_reachable, tflite_features,
 )
 
 
@@ -23,7 +23,7 @@ def few_pictures(tmp_path_factory, data_path):
     """3 Tiny ImageNet classes: 10 training pictures each, their 50 val pictures each as test."""
     from bench.few_pictures import write_tree
     from classifier.dataset import DataConfig, prepare_dataset
-    from classifier.images import Preprocessing
+    from bundle.images import Preprocessing
 
     root = tmp_path_factory.mktemp("few")
     write_tree(data_path("tiny-imagenet-subset.tgz"), root / "data", classes=3, per_class=10, seed=0)
@@ -36,7 +36,7 @@ def test_features_are_the_1280_wide_average_pool(tflite, few_pictures):
     _, dataset = few_pictures
     extractor = TFLiteFeatures(tflite)
     assert extractor.width == 1280 and extractor.input_size == 224 and "AvgPool" in extractor.tensor_name
-    from classifier.images import to_float
+    from bundle.images import to_float
 
     features = extractor.features(to_float(dataset.x_test[:4]))
     assert features.shape == (4, 1280) and features.dtype == np.float32
@@ -49,12 +49,15 @@ def test_features_are_the_1280_wide_average_pool(tflite, few_pictures):
 
 
 def test_missing_tflite_is_a_plain_message(tmp_path):
-    with pytest.raises(TransferUnavailable, match="No TFLite model"):
+    with pytest.raises(ModelUnavailable, match="No TFLite model"):
         TFLiteFeatures(tmp_path / TFLITE_FILE_NAME)
+    with pytest.raises(TransferUnavailable, match="needs the bundled"):
+        tflite_features(TransferConfig(tflite_model=str(tmp_path / TFLITE_FILE_NAME)))
 
 
 def test_a_head_on_ten_pictures_per_class_beats_chance_by_far(tflite, few_pictures, tmp_path):
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
     from classifier.train import TrainConfig, load_or_train
 
     data_config, dataset = few_pictures
@@ -64,12 +67,21 @@ def test_a_head_on_ten_pictures_per_class_beats_chance_by_far(tflite, few_pictur
     assert model.input_shape == (None, 1280) and {"features", "logits", "probabilities"} <= {layer.name for layer in model.layers}
     assert (run_dir / EXTRACTOR_FILE).exists() and (run_dir / TFLITE_FILE_NAME).exists()
     assert len(history["loss"]) == 30 and history["loss"][-1] < history["loss"][0]
-    out = embed(feature_model(model, run_dir), dataset.x_test)
+    out = embed(keras_outputs(model, run_dir), dataset.x_test)
     assert out.features.shape == (150, 256) and out.probabilities.shape == (150, 3)
     accuracy = float((out.probabilities.argmax(axis=1) == dataset.y_test).mean())
     assert accuracy >= 0.7, accuracy  # chance is 0.33
     again, _, same_dir = load_or_train(config, dataset, tmp_path / "runs", verbose=0)
     assert same_dir == run_dir  # reused by its config hash
+    # Exported as a bundle is: the head in LiteRT after the frozen extractor, the same answers.
+    from bundle.litert import CNNRuntime
+    from classifier.transfer import copy_extractor
+    from pipeline.bundle_files import export_model
+
+    export_model(model, tmp_path)
+    copy_extractor(run_dir, tmp_path)
+    served = embed(CNNRuntime.load(tmp_path), dataset.x_test)
+    np.testing.assert_allclose(served.probabilities, out.probabilities, atol=1e-4)
 
 
 @pytest.mark.parametrize("preset", ["mobilenet_v2", "resnet50"])
@@ -93,7 +105,8 @@ def test_online_preset_graph_does_its_own_preprocessing(preset, channels, tmp_pa
 
     import keras
 
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
 
     model, base = build_keras_model(preset, (32, 32, channels), 4, TransferConfig(base_input_size=32), weights=None)
     assert not base.trainable
@@ -102,7 +115,7 @@ def test_online_preset_graph_does_its_own_preprocessing(preset, channels, tmp_pa
     np.testing.assert_allclose(np.asarray(model.get_layer("preprocess")(x)), expected, rtol=1e-4, atol=1e-3)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
-    out = embed(feature_model(loaded), x)
+    out = embed(keras_outputs(loaded), x)
     assert out.features.shape == (2, 256) and out.probabilities.shape == (2, 4)
     np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0, rtol=1e-5)
 

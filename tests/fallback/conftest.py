@@ -12,7 +12,7 @@ MOBILENET_V1_TINY = "mobilenet_v1_0.25_128_quant.tflite"
 @pytest.fixture(scope="session")
 def photo(data_path):
     """photo('n02088364_beagle') -> that real imagenet-samples photo as a PIL image."""
-    from classifier.images import open_image
+    from bundle.images import open_image
 
     samples = data_path("imagenet-samples")
     return lambda name: open_image(samples / f"{name}.JPEG")

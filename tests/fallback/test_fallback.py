@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from classifier.images import open_image
-from classifier.labels import CLASS_NAMES
+from bundle.images import open_image
+from bundle.labels import CLASS_NAMES
 from fallback import FallbackUnavailable, load_fallback
 
 

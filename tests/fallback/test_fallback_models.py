@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from classifier.images import ImageError, open_image
-from classifier.transfer import reachable
+from bundle.images import ImageError, open_image
+from bundle.files import reachable
 from classifier.wordnet import read_wordnet
 from fallback.models import (
     IMAGENET_LABELS, FallbackUnavailable, KerasResNet50, TFLiteImageNetClassifier, central_crop,

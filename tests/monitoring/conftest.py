@@ -20,7 +20,7 @@ def _model_path():
 def pictures(example_photos):
     """The repository's example photos (assets/examples) as 32x32 model inputs, with their mirror
     images and upside-down copies: 36 distinct real pictures that need no data folder."""
-    from classifier.images import Preprocessing, to_uint8
+    from bundle.images import Preprocessing, to_uint8
 
     photos = np.stack([to_uint8(path, Preprocessing()) for path in example_photos.values()])
     return np.concatenate([photos, photos[:, :, ::-1], photos[:, ::-1], photos[:, ::-1, ::-1]])
@@ -41,9 +41,10 @@ def predict():
         pytest.skip("No model: neither assets/model.keras nor runs/*/checkpoint.keras exists.")
     import keras
 
-    from classifier.embedding import embed, feature_model
+    from bundle.embedding import embed
+    from classifier.export import keras_outputs
 
-    extractor = feature_model(keras.saving.load_model(path, compile=False))
+    extractor = keras_outputs(keras.saving.load_model(path, compile=False))
     return lambda images: embed(extractor, np.asarray(images, dtype=np.uint8)).probabilities
 
 

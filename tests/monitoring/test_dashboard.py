@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from classifier.labels import CLASS_NAMES
+from bundle.labels import CLASS_NAMES
 from monitoring import DashboardConfig, PredictionLog, metrics, render, upload_metrics
 from monitoring.dashboard import ANSWER_COLUMNS, CONFIDENCE_COLUMNS, ENTROPY_COLUMNS, HISTOGRAM_COLUMNS
 

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from classifier.readers import load_mnist
-from classifier.images import Preprocessing, to_uint8
+from bundle.images import Preprocessing, to_uint8
 from monitoring import DriftConfig, PredictionLog, detect_drift, upload_metrics
 
 

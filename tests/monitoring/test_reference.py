@@ -5,7 +5,7 @@ import pytest
 
 from monitoring import metrics
 from monitoring.reference import MonitoringReference, ReferenceConfig, as_reference, build_reference, upload_metrics
-from service.bundle import MONITORING_FILE
+from bundle.files import MONITORING_FILE
 
 
 def test_class_histograms_are_the_class_means(small_dataset):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from classifier.labels import EXTRA_CLASS_WNIDS
+from bundle.labels import EXTRA_CLASS_WNIDS
 from ood.datasets import far_ood_images, imagenet_photo_paths, near_ood_images, near_ood_wnids, photo_wnid
 
 OURS = ("n02099601", "n02113799", "n02123394", "n02129165", "n01855672", "n04285008", "n03796401",

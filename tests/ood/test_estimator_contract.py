@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from classifier.images import Preprocessing, open_image, to_uint8
+from bundle.images import Preprocessing, open_image, to_uint8
 from ood import ClassIsolationForests, CombinedScore, GlobalIsolationForest, NoiseGate, load_detector
 from ood.baselines import FeatureNorm, logit_weights
 from ood.evaluate import METHODS, make_detector
@@ -65,7 +65,9 @@ def forests(random_state=0, n_classes=None):
 
 
 def test_every_detector_clones_and_prints_and_starts_unfitted(cnn_bundle):
-    weights, bias = logit_weights(cnn_bundle.model)
+    import keras
+
+    weights, bias = logit_weights(keras.saving.load_model(REPO / "assets" / "model.keras", compile=False))
     for method in METHODS:
         detector = make_detector(method, OODConfig(), weights, bias, len(cnn_bundle.class_names))
         copy = clone(detector)

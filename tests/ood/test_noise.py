@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from classifier.readers import load_image_folder
-from classifier.images import Preprocessing
+from bundle.images import Preprocessing
 from ood.datasets import far_ood_images, imagenet_photo_paths, near_ood_images
 from ood.noise import NoiseGate, neighbour_correlation
 

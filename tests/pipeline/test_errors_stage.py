@@ -9,14 +9,15 @@ import pytest
 from PIL import Image
 
 from classifier.dataset import DataConfig, Dataset
-from classifier.embedding import Embedding
-from classifier.images import Preprocessing
-from classifier.labels import CIFAR10_CLASSES
+from bundle.embedding import Embedding
+from bundle.images import Preprocessing
+from bundle.labels import CIFAR10_CLASSES
 from classifier.models import build_model
 from classifier.readers import load_image_folder, load_mnist
 from pipeline.context import BuildContext
 from pipeline.errors_stage import ErrorAnalysisConfig, analyse, regenerate, run
-from service.bundle import Bundle, write_manifest
+from service.bundle import Bundle
+from pipeline.bundle_files import write_manifest
 
 FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png", "filters.png")
 # Per preset: the first convolution, then the first after each of its three poolings; and the

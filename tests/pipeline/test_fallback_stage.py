@@ -7,9 +7,9 @@ import json
 import pytest
 
 from classifier.dataset import DataConfig, prepare_dataset
-from classifier.images import Preprocessing, open_image
+from bundle.images import Preprocessing, open_image
 from classifier.label_map import build_label_map
-from classifier.labels import CLASS_NAMES
+from bundle.labels import CLASS_NAMES
 from fallback import CONFIG_FILE, load_fallback
 from pipeline.answer_tuning import CNN_THRESHOLDS
 from tests.fallback.conftest import MOBILENET_V1_TINY

@@ -9,7 +9,7 @@ import pytest
 from classifier.dataset import DataConfig, prepare_dataset
 from pipeline.context import BuildContext
 from pipeline.gallery_stage import CONFIG_FILE, GalleryConfig, nearest_class_agreement, run
-from service.bundle import GALLERY_FILE
+from bundle.files import GALLERY_FILE
 from similarity import NearestTrainingImages
 
 

@@ -10,7 +10,7 @@ from classifier.dataset import DataConfig, prepare_dataset
 from monitoring import MonitoringReference, ReferenceConfig, as_reference
 from pipeline.context import BuildContext
 from pipeline.monitoring_stage import run
-from service.bundle import MONITORING_FILE
+from bundle.files import MONITORING_FILE
 
 
 @pytest.fixture(scope="module")

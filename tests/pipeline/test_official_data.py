@@ -13,8 +13,8 @@ import pytest
 
 from classifier.dataset import CIFAR100_PICKLES, CIFAR10_PICKLES, DataConfig, prepare_dataset
 from classifier.download import _write_cifar10, _write_cifar100
-from classifier.images import Preprocessing
-from classifier.labels import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES, CLASS_NAMES
+from bundle.images import Preprocessing
+from bundle.labels import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR10_CLASSES, CLASS_NAMES
 from classifier.readers import load_cifar_pickle
 from similarity import NearestTrainingImages
 from tests.conftest import REPO

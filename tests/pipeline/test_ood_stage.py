@@ -7,14 +7,15 @@ import pytest
 
 from bench.dev import dev_embeddings
 from classifier.dataset import DataConfig, Dataset
-from classifier.embedding import Embedding
-from classifier.images import Preprocessing
-from classifier.labels import CLASS_NAMES
+from bundle.embedding import Embedding
+from bundle.images import Preprocessing
+from bundle.labels import CLASS_NAMES
 from ood import load_detector
 from ood.evaluate import METHODS
 from pipeline.context import BuildContext
 from pipeline.ood_stage import OODConfig, run
-from service.bundle import OOD_FILE, Bundle
+from service.bundle import Bundle
+from bundle.files import OOD_FILE
 
 PER_CLASS = 200  # as tests/ood/conftest.py: the same cached features
 

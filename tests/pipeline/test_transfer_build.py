@@ -97,7 +97,8 @@ def test_three_classes_of_five_pictures_build_on_transfer(tmp_path, data_path):
 
 @pytest.mark.parametrize("preset", ["resnet50", "mobilenet_v2_tflite"])
 def test_a_transfer_preset_that_cannot_run_here_stops_at_once_and_plainly(preset, tmp_path, data_path):
-    from classifier.transfer import WEIGHTS_HOST, reachable
+    from bundle.files import reachable
+    from classifier.transfer import WEIGHTS_HOST
 
     if preset == "resnet50" and reachable(WEIGHTS_HOST, 443, 3.0):
         pytest.skip(f"{WEIGHTS_HOST} is reachable: this machine is online")

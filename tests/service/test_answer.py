@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import open_image
-from classifier.labels import CLASS_NAMES
+from bundle.images import open_image
+from bundle.labels import CLASS_NAMES
 from fallback import load_fallback
 from ood import NoiseGate
 from pipeline.answer_tuning import cnn_outputs

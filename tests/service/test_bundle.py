@@ -8,12 +8,11 @@ import pytest
 from PIL import Image
 
 from classifier.dataset import DataConfig
-from classifier.images import Preprocessing
+from bundle.images import Preprocessing
 from service.answer import RULE_FILE, AnswerRule
-from service.bundle import (
-    GALLERY_FILE, MANIFEST, MONITORING_FILE, NOISE_GATE_FILE, OOD_FILE, Bundle, BundleUnavailable, data_config_from_json,
-    recorded_data_config, write_manifest,
-)
+from service.bundle import Bundle
+from bundle.files import GALLERY_FILE, MANIFEST, MONITORING_FILE, NOISE_GATE_FILE, OOD_FILE, BundleUnavailable
+from pipeline.bundle_files import data_config_from_json, recorded_data_config, write_manifest
 from tests.conftest import REPO
 
 ASSETS = REPO / "assets"

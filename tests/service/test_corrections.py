@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import open_image, to_uint8
-from classifier.labels import CLASS_NAMES
+from bundle.images import open_image, to_uint8
+from bundle.labels import CLASS_NAMES
 from classifier.readers import load_image_folder
 from service.corrections import CorrectionError, CorrectionStore
 from service.public import CORRECTION_SIDE, correction_png
@@ -166,7 +166,7 @@ def test_a_picture_and_its_vote_are_stored_together_or_not_at_all(store_target, 
 
 KILLED_WRITER = """
 import sys
-from classifier.labels import CLASS_NAMES
+from bundle.labels import CLASS_NAMES
 from service.corrections import CorrectionStore
 
 store = CorrectionStore(sys.argv[1], CLASS_NAMES)

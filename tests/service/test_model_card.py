@@ -1,7 +1,7 @@
 """The Model tab's text, from real bundles' metrics: the shipped one and a grayscale one."""
 
 from service.bundle import Bundle
-from classifier.images import Preprocessing
+from bundle.images import Preprocessing
 from service.model_card import model_card_markdown
 
 
@@ -22,7 +22,7 @@ def test_the_shipped_bundles_card_has_accuracy_ood_errors_and_the_ladder(cnn_bun
 
 def test_a_bundle_on_another_dataset_gets_its_own_rows(tmp_path, cnn_bundle):
     # The shipped model's folder with another dataset's metrics: the card reads only the metrics.
-    bundle = Bundle(directory=tmp_path, model=cnn_bundle.model, class_names=tuple("0123456789"),
+    bundle = Bundle(directory=tmp_path, cnn=cnn_bundle.cnn, class_names=tuple("0123456789"),
                     preprocessing=Preprocessing(height=28, width=28, channels=1), manifest={},
                     metrics={"classifier": {"test_accuracy": 0.9876},
                              "ood": {"table": {"mahalanobis": {"tiny_imagenet_val": {"auroc": 0.9998, "fpr_at_95_tpr": 0.0004},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import ImageError
+from bundle.images import ImageError
 from classifier.readers import load_image_folder, load_mnist
 from monitoring import PredictionLog
 from service.answer import CNN, FALLBACK, REFUSAL, REFUSED, UNSURE

@@ -8,7 +8,7 @@ import pytest
 @dataclass
 class Embedded:
     dataset: object
-    train: object  # classifier.embedding.Embedding of dataset.x_train
+    train: object  # bundle.embedding.Embedding of dataset.x_train
     val: object
     test: object
 

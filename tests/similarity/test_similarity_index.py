@@ -5,7 +5,7 @@ import pytest
 
 from similarity import NearestTrainingImages, gallery_for
 from pipeline.gallery_stage import nearest_class_agreement
-from classifier.readers import balanced_sample
+from bundle.arrays import balanced_sample
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import storage
-from classifier.labels import CLASS_NAMES
+from bundle.labels import CLASS_NAMES
 from monitoring.log import LogError, PredictionLog
 from service.corrections import CorrectionStore
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.images import ImageError, Preprocessing, open_image, to_model_input, to_uint8
+from bundle.images import ImageError, Preprocessing, open_image, to_model_input, to_uint8
 from tests.bad_inputs import animated_gif, encode, png_claiming
 
 
@@ -100,7 +100,7 @@ def test_missing_file_gets_a_clear_message(tmp_path):
 def test_the_jpeg_round_trip_gives_uploads_cifar10s_own_artefacts(shared_data, photo_paths):
     """CIFAR-10 here is 32-pixel JPEG at quality 75: one more round trip barely changes it, while a
     Lanczos-downscaled photo, smooth until now, changes several times more."""
-    from classifier.images import jpeg_round_trip
+    from bundle.images import jpeg_round_trip
     from classifier.readers import load_image_folder
 
     cifar, _, _ = load_image_folder(shared_data / "cifar10-jpeg.tgz", "cifar10/test", limit_per_class=5)
@@ -124,7 +124,7 @@ def test_bundles_made_before_the_jpeg_setting_load_without_it():
 def test_a_large_upload_is_reduced_on_load_to_the_same_pixels_as_a_whole_reduce():
     import numpy as np
 
-    from classifier.images import reduced
+    from bundle.images import reduced
 
     rng = np.random.default_rng(0)
     for mode, size in (("RGBA", (2999, 2101)), ("RGB", (5000, 700)), ("L", (2100, 2100))):
@@ -143,7 +143,7 @@ def test_a_large_upload_is_reduced_on_load_to_the_same_pixels_as_a_whole_reduce(
 def test_open_image_with_a_working_side_decodes_a_49_megapixel_png_into_little():
     import io
 
-    from classifier.images import DecodeBudget, open_image
+    from bundle.images import DecodeBudget, open_image
 
     buffer = io.BytesIO()
     Image.new("RGBA", (7000, 7000), (90, 140, 200, 255)).save(buffer, format="PNG")
@@ -154,7 +154,7 @@ def test_open_image_with_a_working_side_decodes_a_49_megapixel_png_into_little()
 def test_the_decode_budget_bounds_decodes_and_megapixels_and_says_busy():
     import threading
 
-    from classifier.images import Busy, DecodeBudget
+    from bundle.images import Busy, DecodeBudget
 
     budget = DecodeBudget(decodes=1, megapixels=60, wait_s=0.2)
     with budget.decode():
