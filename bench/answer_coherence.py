@@ -33,7 +33,7 @@ def pictures(data_dir, per_class, folder):
     from classifier.label_map import build_label_map
     from bundle.labels import CLASS_NAMES
     from classifier.wordnet import read_wordnet
-    from ood.datasets import photo_wnid
+    from classifier.ood_sets import photo_wnid
 
     wordnet = Path(data_dir) / "wordnet"
     label_map = build_label_map(wordnet)

@@ -22,7 +22,7 @@ def detector_and_features(bundle_dir, data_dir=None):
     """The shipped detector (or one fitted on the dev model's features) and real test features."""
     from bench.dev import dev_embeddings
     from ood import ClassIsolationForests, load_detector
-    from ood.evaluate import true_positives
+    from pipeline.ood_evaluation import true_positives
 
     path = Path(bundle_dir) / "ood_detector.joblib"
     model = Path(bundle_dir) / "model.keras"

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from ood.evaluate import format_table  # noqa: E402
+from pipeline.ood_evaluation import format_table  # noqa: E402
 from pipeline.context import BuildContext  # noqa: E402
 from pipeline.data_dir import resolve_data_dir  # noqa: E402
 from pipeline.ood_stage import OODConfig, run  # noqa: E402

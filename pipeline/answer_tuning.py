@@ -1,9 +1,16 @@
-"""Measuring and tuning the answer rule's thresholds (service.answer) on labelled pictures.
+"""Measuring and tuning the answer rule's thresholds (service.answer) on labelled pictures, as
+people upload them: each path of the rule on pictures of its own kind.
 
-The tuning set is Tiny ImageNet val (64x64), leaving out the synsets the CNN trains on (their
-val images are the CNN's test set). Every Tiny ImageNet class is an ImageNet-1k class, so the label
-map gives each picture its expected answer: one of our classes, or "none of ours" (refuse). The
-acceptance photos (imagenet-samples) are never used here.
+- Photos (rule 3 and 4): the tune half of the data folder's imagenet-samples (even positions of
+  the sorted file names; the odd half only ever measures, bench.photo_risk). Every photo is of an
+  ImageNet-1k class, so the label map gives its expected answer: one of our classes, or "none of
+  ours" (refuse). The thresholds that answer the most photos of ours right win among those whose
+  answers to our photos are wrong at most max_answer_error of the time and that refuse at least
+  min_refused_others of the other photos.
+- Thumbnails (rule 2): 32-pixel pictures, the CNN's validation split (ours) and Tiny ImageNet val
+  pictures of the "tune" classes (classifier.dataset.near_ood_wnids; never the odd ones, which
+  measure). The threshold that answers the most validation pictures right wins among those that
+  answer wrongly at most max_wrong of them and refuse at least min_refused_others of the others.
 """
 
 import hashlib
@@ -14,10 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from bundle.atomic import atomic_path
-from bundle.images import Preprocessing
-from bundle.labels import EXTRA_CLASS_WNIDS
-from bundle.arrays import balanced_sample
-from classifier.readers import load_tiny_imagenet_val, tiny_imagenet_wnids
 from service.answer import CNN, FALLBACK, REFUSED, AnswerRule
 
 NONE = -1  # expected answer for a picture of none of our classes
@@ -31,15 +34,6 @@ def expected_classes(wnids, label_map, imagenet_wnids):
     position = {wnid: index for index, wnid in enumerate(imagenet_wnids)}
     targets = [label_map[position[wnid]] for wnid in wnids]
     return np.array([NONE if target is None else target for target in targets], dtype=np.int64)
-
-
-def load_tuning_pictures(archive, per_class=10, seed=0, exclude_wnids=()):
-    """Tiny ImageNet val minus the CNN's training synsets -> (uint8 (n, 64, 64, 3), wnids)."""
-    training = {wnid for wnids in EXTRA_CLASS_WNIDS.values() for wnid in wnids} | set(exclude_wnids)
-    wnids = sorted(set(tiny_imagenet_wnids(archive)) - training)
-    x, y = load_tiny_imagenet_val(archive, wnids, Preprocessing(height=64, width=64))
-    keep = balanced_sample(y, per_class, seed=seed)
-    return x[keep], [wnids[label] for label in y[keep]]
 
 
 def cached_imagenet_probabilities(classifier, pictures, key, cache_dir=".cache/fallback"):
@@ -78,6 +72,9 @@ def evaluate_rule(rule, cnn_probabilities, ood_inlier, class_masses, targets, th
     ours, none, answered = targets != NONE, targets == NONE, answers != NONE
     return {
         "accuracy_ours": _mean(answers[ours] == targets[ours]),
+        "wrong_ours": _mean(answered[ours] & (answers[ours] != targets[ours])),
+        # Share of the answers to pictures of ours that are wrong (the risk on our classes).
+        "answer_error_ours": _mean(answers[ours & answered] != targets[ours & answered]) if (ours & answered).any() else 0.0,
         "refused_none": _mean(answers[none] == NONE),
         "balanced_score": (_mean(answers[ours] == targets[ours]) + _mean(answers[none] == NONE)) / 2,
         # Share of the answers given that are wrong (any answer to a picture of none of ours is).
@@ -89,63 +86,55 @@ def evaluate_rule(rule, cnn_probabilities, ood_inlier, class_masses, targets, th
     }
 
 
-def tune_rule(cnn_probabilities, ood_inlier, class_masses, targets, max_answer_error=0.25,
-                cnn_thresholds=CNN_THRESHOLDS, mass_thresholds=MASS_THRESHOLDS, in_distribution=None):
-    """Grid search for the thresholds. Returns (rule, its metrics, grid).
+def tune_rule(cnn_probabilities, ood_inlier, class_masses, targets, max_answer_error=0.01, min_refused_others=0.995,
+              cnn_thresholds=CNN_THRESHOLDS, mass_thresholds=MASS_THRESHOLDS):
+    """Grid search for the photo thresholds. Returns (rule, its metrics, grid).
 
-    Refusing is better than being wrong, so only threshold pairs whose answers are wrong at most
-    max_answer_error of the time qualify; among them the best balanced score (mean of accuracy on
-    our classes and refusal rate on the rest) wins. Ties go to the lower CNN threshold (fewer
-    consultations), then to the higher mass threshold. With no pair qualifying, the pair with the
-    fewest wrong answers wins.
-
-    `in_distribution` (cnn_probabilities, ood_inlier, class_masses, targets) of held-out pictures
-    from the CNN's own training distribution adds their accuracy as a third term of the score:
-    without it, tuning on photos unlike the training set can switch the CNN off altogether."""
+    A pair qualifies when at most max_answer_error of its answers to our photos are wrong and it
+    refuses at least min_refused_others of the other photos; among those, the one that answers
+    the most of our photos right wins (ties: more others refused, then the earlier pair in grid
+    order, lower CNN threshold first). With none qualifying, the pair with the fewest wrong answers."""
     candidates, grid = [], []
     for cnn_threshold in cnn_thresholds:
         for mass_threshold in sorted(mass_thresholds, reverse=True):
             rule = AnswerRule(float(cnn_threshold), float(mass_threshold))
             metrics = evaluate_rule(rule, cnn_probabilities, ood_inlier, class_masses, targets)
-            if in_distribution is not None:
-                home = evaluate_rule(rule, *in_distribution)
-                metrics["accuracy_in_distribution"] = home["accuracy_ours"]
-                metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3
-            keys = ("accuracy_ours", "refused_none", "balanced_score", "answer_error", "consulted", "accuracy_in_distribution")
-            grid.append({**rule.to_dict(), **{key: metrics[key] for key in keys if key in metrics}})
+            keys = ("accuracy_ours", "wrong_ours", "answer_error_ours", "refused_none", "answer_error", "consulted")
+            grid.append({**rule.to_dict(), **{key: metrics[key] for key in keys}})
             candidates.append((rule, metrics))
-    qualifying = [c for c in candidates if c[1]["answer_error"] <= max_answer_error]
+    qualifying = [c for c in candidates
+                  if c[1]["answer_error_ours"] <= max_answer_error and c[1]["refused_none"] >= min_refused_others]
     if qualifying:
-        # max() keeps the first of equals: grid order encodes the tie-breaks.
-        return (*max(qualifying, key=lambda c: round(c[1]["balanced_score"], 12)), grid)
+        # max() keeps the first of equals: grid order encodes the last tie-break.
+        return (*max(qualifying, key=lambda c: (round(c[1]["accuracy_ours"], 12), round(c[1]["refused_none"], 12))), grid)
     return (*min(candidates, key=lambda c: round(c[1]["answer_error"], 12)), grid)
 
 
-def tune_thumbnail_threshold(rule, cnn_probabilities, ood_inlier, targets, in_distribution, thresholds=CNN_THRESHOLDS):
+def tune_thumbnail_threshold(rule, ours, others, max_wrong=0.015, min_refused_others=0.75, thresholds=CNN_THRESHOLDS):
     """The CNN threshold for thumbnails (rule 2 of service.answer). Returns (rule, metrics, grid).
 
-    The pictures are those of tune_rule, seen as the CNN sees them (its input size): the tuning
-    pictures, and `in_distribution` (cnn_probabilities, ood_inlier, targets) of the CNN's own
-    validation split. The best score (mean of accuracy on our classes, refusal rate on the rest,
-    and accuracy in distribution) wins, ties to the lower threshold. No cap on wrong answers here:
-    at our CNN's accuracy on ImageNet thumbnails no threshold keeps them under tune_rule's cap,
-    and refusing every thumbnail would refuse the CIFAR-10 pictures the CNN knows best.
+    `ours` (cnn_probabilities, ood_inlier, targets) are 32-pixel pictures of our classes, `others`
+    (cnn_probabilities, ood_inlier) 32-pixel pictures of none of them. A threshold qualifies when
+    it answers at most max_wrong of ours wrongly and refuses at least min_refused_others of the
+    others; the one answering the most of ours right wins, ties to the lower threshold. With none
+    qualifying, the one with the fewest wrong answers on ours.
     """
-    home_probabilities, home_inlier, home_targets = in_distribution
-    best, grid = None, []
+    probabilities, inlier, targets = ours
+    other_probabilities, other_inlier = others
+    candidates, grid = [], []
     for threshold in thresholds:
         candidate = replace(rule, thumbnail_cnn_threshold=float(threshold))
         # No fallback masses: the thumbnail rule never consults it.
-        metrics = evaluate_rule(candidate, cnn_probabilities, ood_inlier, None, targets, thumbnail=True)
-        home = evaluate_rule(candidate, home_probabilities, home_inlier, None, home_targets, thumbnail=True)
-        metrics["accuracy_in_distribution"] = home["accuracy_ours"]
-        metrics["wrong_in_distribution"] = 1.0 - home["accuracy_ours"] - home["answered_by"][REFUSED] / max(1, len(home_targets))
-        metrics["balanced_score"] = (metrics["accuracy_ours"] + metrics["refused_none"] + home["accuracy_ours"]) / 3
-        keys = ("accuracy_ours", "refused_none", "accuracy_in_distribution", "wrong_in_distribution", "balanced_score")
-        grid.append({"thumbnail_cnn_threshold": float(threshold), **{key: metrics[key] for key in keys}})
-        if best is None or round(metrics["balanced_score"], 12) > round(best[1]["balanced_score"], 12):
-            best = (candidate, metrics)
-    return (*best, grid)
+        home = evaluate_rule(candidate, probabilities, inlier, None, targets, thumbnail=True)
+        away = evaluate_rule(candidate, other_probabilities, other_inlier, None, np.full(len(other_probabilities), NONE), thumbnail=True)
+        metrics = {"right": home["accuracy_ours"], "wrong": home["wrong_ours"], "refused_others": away["refused_none"],
+                   "pictures_ours": home["pictures_ours"], "pictures_others": away["pictures_none"]}
+        grid.append({"thumbnail_cnn_threshold": float(threshold), **metrics})
+        candidates.append((candidate, metrics))
+    qualifying = [c for c in candidates if c[1]["wrong"] <= max_wrong and c[1]["refused_others"] >= min_refused_others]
+    if qualifying:
+        return (*max(qualifying, key=lambda c: round(c[1]["right"], 12)), grid)
+    return (*min(candidates, key=lambda c: round(c[1]["wrong"], 12)), grid)
 
 
 def _mean(values):

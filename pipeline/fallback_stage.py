@@ -9,24 +9,21 @@ the model files or the tuning pictures the stage keeps what it can and says so i
 """
 
 import hashlib
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bundle.atomic import atomic_path, write_json_atomic, write_text_atomic
-from classifier.dataset import trained_tiny_imagenet_wnids
+from bundle.images import open_image
 from classifier.label_map import build_label_map, save_label_map
-from bundle.arrays import balanced_sample
 from classifier.wordnet import read_wordnet
 from fallback import CONFIG_FILE, Fallback, load_fallback
 from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteImageNetClassifier, check_label_order, read_imagenet_labels
+from classifier.ood_sets import imagenet_photo_paths, near_ood_images, photo_wnid
 from pipeline.answer_tuning import (
-    cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, load_tuning_pictures, tune_rule,
-    tune_thumbnail_threshold,
+    cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, tune_rule, tune_thumbnail_threshold,
 )
 from service.answer import AnswerRule
 from bundle.files import FALLBACK_DIR
@@ -45,14 +42,19 @@ class FallbackConfig:
     model_file: str = MOBILENET_V2  # in the data folder's imagenet-models/
     labels_file: str = IMAGENET_LABELS
     tune: bool = True  # tune the answer rule for this bundle's CNN; else keep `rule` as given
-    tuning_pictures_per_class: int = 10
-    max_answer_error: float = 0.25  # tuning: at most this share of the answers given may be wrong
+    # Photos: at most this share of the answers to photos of ours wrong, at least this share of
+    # other photos refused (pipeline.answer_tuning.tune_rule).
+    max_answer_error: float = 0.01
+    min_refused_others: float = 0.995
+    # Thumbnails: at most this share of 32-pixel pictures of ours answered wrongly, at least this
+    # share of 32-pixel pictures of other things refused (tune_thumbnail_threshold).
+    thumbnail_max_wrong: float = 0.015
+    thumbnail_min_refused_others: float = 0.75
     rule: AnswerRule = field(default_factory=AnswerRule)
     num_threads: int = 0  # the TFLite interpreter's threads; 0: every core of the serving machine
     crop_fraction: float = 0.875
     cache_dir: str = ".cache/fallback"
     seed: int = 0
-    validation_per_class: int = 40  # of the CNN's validation split, which joins the tuning set
 
 
 def run(context, config=FallbackConfig()):
@@ -81,12 +83,12 @@ def run(context, config=FallbackConfig()):
     bundle.fallback.classifier.input_size  # what was written must load and start
 
     rule, tuning, skipped = config.rule, None, []
-    tiny = context.data_path("tiny-imagenet-subset.tgz")
-    if config.tune and tiny is not None:
+    present = context.data_path("tiny-imagenet-subset.tgz") and context.data_path("imagenet-samples")
+    if config.tune and present:
         rule, tuning, grid = _tune(context, label_map, config)
         write_json_atomic(out_dir / GRID_FILE, grid)
     elif config.tune:
-        skipped.append("answer rule tuning: no Tiny ImageNet in the data folder; the rule keeps its defaults")
+        skipped.append("answer rule tuning: no Tiny ImageNet or imagenet-samples in the data folder; the rule keeps its defaults")
     rule.save(out_dir, tuning)
     bundle.answer_rule = rule
     counts = {name: 0 for name in class_names}
@@ -105,51 +107,45 @@ def run(context, config=FallbackConfig()):
 
 def _tune(context, label_map, config):
     bundle, dataset = context.bundle, context.dataset
-    archive = context.data_path("tiny-imagenet-subset.tgz")
     models, wordnet = context.data_path(MODELS_DIR), context.data_path("wordnet")
-    exclude = trained_tiny_imagenet_wnids(context.data_config, dataset.class_names)
-    pictures, wnids = load_tuning_pictures(archive, config.tuning_pictures_per_class, config.seed, exclude)
+    # Photos: the tune half of imagenet-samples, as people upload them (full size).
+    paths = imagenet_photo_paths(context.data_dir, "all", half="tune")
+    pictures = [open_image(path, draft_side=1024) for path in paths]
     classifier = TFLiteImageNetClassifier(models / config.model_file, config.num_threads, config.crop_fraction)
-    key = {
-        "model": _sha256(models / config.model_file), "archive": os.path.getsize(archive),
-        "per_class": config.tuning_pictures_per_class, "seed": config.seed, "crop": config.crop_fraction,
-    }
+    key = {"model": _sha256(models / config.model_file), "photos": [path.name for path in paths], "crop": config.crop_fraction}
     fallback = Fallback(classifier, label_map, read_imagenet_labels(models / config.labels_file), tuple(bundle.class_names))
     masses = fallback.masses_from_probabilities(cached_imagenet_probabilities(classifier, pictures, key, config.cache_dir))
     cnn_probabilities, inlier = cnn_outputs(bundle, pictures)
-    targets = expected_classes(wnids, label_map, read_wordnet(wordnet).imagenet_wnids)
-    # The CNN's own validation pictures join the tuning set, so the tuned rule keeps the CNN
-    # answering the pictures it is good at.
-    images, labels = _per_class(dataset.x_val, dataset.y_val, config.validation_per_class, config.seed)
-    home_probabilities, home_inlier = cnn_outputs(bundle, images)
-    home_key = {**key, "validation": hashlib.sha256(images.tobytes()).hexdigest()}
-    home_masses = fallback.masses_from_probabilities(
-        cached_imagenet_probabilities(classifier, [Image.fromarray(i) for i in images], home_key, config.cache_dir))
-    in_distribution = (home_probabilities, home_inlier, home_masses, labels)
-    rule, metrics, grid = tune_rule(cnn_probabilities, inlier, masses, targets, config.max_answer_error, in_distribution=in_distribution)
+    targets = expected_classes([photo_wnid(path) for path in paths], label_map, read_wordnet(wordnet).imagenet_wnids)
+    rule, metrics, grid = tune_rule(cnn_probabilities, inlier, masses, targets, config.max_answer_error, config.min_refused_others)
+    # Thumbnails: 32-pixel pictures, the CNN's validation split and Tiny ImageNet's "tune" classes.
+    others = near_ood_images(context.data_dir, bundle.preprocessing, positions="tune")
     rule, thumbnails, thumbnail_grid = tune_thumbnail_threshold(
-        rule, cnn_probabilities, inlier, targets, (home_probabilities, home_inlier, labels))
-    # The same pictures with the CNN alone (it never refuses) and the fallback alone, for comparison.
+        rule, (*cnn_outputs(bundle, dataset.x_val), dataset.y_val), cnn_outputs(bundle, others),
+        config.thumbnail_max_wrong, config.thumbnail_min_refused_others)
+    # The same photos with the CNN alone (it never refuses) and the fallback alone, for comparison.
     cnn_alone = evaluate_rule(AnswerRule(0.0, 0.0), cnn_probabilities, None, masses, targets)
     fallback_alone = evaluate_rule(AnswerRule(1.0, rule.fallback_mass_threshold), np.zeros_like(cnn_probabilities), None, masses, targets)
     return rule, {
         "tuned": True,
-        "set": f"Tiny ImageNet val, {config.tuning_pictures_per_class} per class, without the synsets the CNN trained on; "
-               f"plus {config.validation_per_class} validation images per class",
-        "objective": f"best balanced score with at most {config.max_answer_error:.0%} of answers wrong",
+        "photos": {
+            "set": f"the tune half of imagenet-samples ({len(paths)} photos: even positions of the sorted file names)",
+            "objective": (f"most photos of ours answered right, with at most {config.max_answer_error:.1%} of the answers to them "
+                          f"wrong and at least {config.min_refused_others:.1%} of the other photos refused"),
+            "tuned_metrics": metrics,
+            "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
+            "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
+        },
+        "thumbnails": {
+            "set": (f"32-pixel pictures: the CNN's validation split ({len(dataset.y_val)}) and {len(others)} Tiny ImageNet val "
+                    "pictures of the tune classes (even positions, held out of outlier exposure)"),
+            "objective": (f"most validation pictures right, with at most {config.thumbnail_max_wrong:.1%} of them wrong and at "
+                          f"least {config.thumbnail_min_refused_others:.0%} of the others refused"),
+            "tuned_metrics": thumbnails,
+        },
         "ood_detector": inlier is not None,
-        "tuned_metrics": metrics,
-        # The same pictures as thumbnails (no larger than the CNN's input), no fallback.
-        "thumbnails": thumbnails,
-        "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
-        "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
         "grid": GRID_FILE,
     }, {"photos": grid, "thumbnails": thumbnail_grid}
-
-
-def _per_class(images, labels, per_class, seed):
-    pick = balanced_sample(labels, per_class, seed=seed)
-    return images[pick], labels[pick]
 
 
 def _copy(source, destination):

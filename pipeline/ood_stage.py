@@ -6,13 +6,19 @@ noise gate.
 Writes ood_detector.joblib, noise_gate.json, ood_config.json and figures/ood_histograms.png;
 returns the table and the choice for metrics.json["ood"].
 
+The detector is chosen on sets that tune and measured on sets that nothing fitted or chose on:
+the choice table scores the validation split against the "_tune" sets (Tiny ImageNet classes
+at even positions held out of outlier exposure, the tune half of the photos, half of MNIST);
+the reported table scores the test split against the sets below.
 The OOD sets, each used when its data is there (a line in "skipped" says which were not):
-- near_ood: Tiny ImageNet val/ of the classes that are not ours (data folder);
+- near_ood: Tiny ImageNet val/ of the classes that are not ours, at odd positions of the sorted
+  200 wnids (data folder; classifier.dataset.near_ood_wnids);
 - near_ood_cifar100: with the official CIFAR data, CIFAR-100 test pictures of the 17 other
   superclasses (OpenOOD v1.5's CIFAR-10 protocol);
-- far_ood: MNIST test digits (data folder's mnist/, or mnist.npz beside the CIFAR folders);
-- photos_ood: full-size ImageNet photos of classes not ours; the photos of our classes get a
-  refusal rate (photos_ours).
+- far_ood: MNIST test digits (data folder's mnist/, or mnist.npz beside the CIFAR folders), the
+  odd rows (the even rows tune);
+- photos_ood: full-size ImageNet photos of classes not ours, the bench half; the photos of our
+  classes get a refusal rate (photos_ours).
 A bundle built on another dataset is measured on every Tiny ImageNet val class that is not its own,
 and on MNIST unless it is MNIST.
 """
@@ -27,11 +33,12 @@ from bundle.atomic import write_json_atomic
 from bundle.labels import CIFAR100_COARSE_CLASSES, CIFAR10_CLASSES
 from classifier.readers import is_mnist_folder, load_cifar_pickle
 from classifier.wordnet import OURS_ANCESTORS
-from ood.datasets import far_ood_images, imagenet_photos, near_ood_images, tiny_imagenet_val_except
-from ood.evaluate import METHODS, choose, fit_candidates, format_table, ood_table, plot_histograms, predicted
+from classifier.ood_sets import far_ood_images, imagenet_photos, near_ood_images, tiny_imagenet_val_except
+from pipeline.ood_evaluation import METHODS, choose, fit_candidates, format_table, ood_table, plot_histograms, predicted
 from ood.noise import NoiseGate
 from bundle.files import NOISE_GATE_FILE, OOD_FILE
 
+TUNE = "_tune"  # the OOD sets the detector is chosen on; the others only measure
 # The acceptance targets of the OOD stage, checked and reported in the metrics.
 TARGETS = {"near_ood_auroc": 0.85, "far_ood_auroc": 0.95, "id_refusal_rate": 0.05}
 # The published post-hoc scores in the table (ood.baselines); the chosen detector is held against
@@ -84,8 +91,11 @@ def run(context, config=OODConfig()):
     weights, bias = logit_weights(context.model)
     detectors = fit_candidates(config, train, val, weights, bias, len(dataset.class_names), config.methods)
     images, id_images, skipped = _ood_images(context, config)
-    ood_sets = {name: _embedded(bundle, x) for name, x in images.items() if len(x)}
-    extra_id_sets = {name: _embedded(bundle, x) for name, x in id_images.items() if len(x)}
+    embedded = {name: _embedded(bundle, x) for name, x in {**images, **id_images}.items() if len(x)}
+    ood_sets = {name: embedded[name] for name in images if name in embedded and not name.endswith(TUNE)}
+    extra_id_sets = {name: embedded[name] for name in id_images if name in embedded and not name.endswith(TUNE)}
+    tune_sets = {name: embedded[name] for name in images if name in embedded and name.endswith(TUNE)}
+    tune_id_sets = {name: embedded[name] for name in id_images if name in embedded and name.endswith(TUNE)}
     sizes = {name: len(x) for name, x in {**images, **id_images}.items()}
     sizes.update({"id_test": len(test["labels"]), "train_true_positives": int(np.sum(predicted(train) == train["labels"])),
                   "val_true_positives": int(np.sum(predicted(val) == val["labels"]))})
@@ -96,9 +106,14 @@ def run(context, config=OODConfig()):
         chosen, reason, table = config.default_method, "no OOD set could be loaded: the default, unmeasured", {}
     else:
         ours = _is_ours(dataset)
+        # Chosen on what tunes (the validation split against the _tune sets), where there are any.
+        choice_table = ood_table(detectors, val, tune_sets, tune_id_sets) if tune_sets else None
         table = ood_table(detectors, test, ood_sets, extra_id_sets, id_groups=_id_groups(dataset) if ours else None)
+        if choice_table:
+            print("chosen on:\n" + format_table(choice_table), flush=True)
+            out["choice_table"] = choice_table
         print(format_table(table), flush=True)
-        chosen, reason = choose(table, config.default_method, config.choose_margin)
+        chosen, reason = choose(choice_table or table, config.default_method, config.choose_margin)
         plot_histograms(detectors[chosen], test, ood_sets, context.out_dir / "figures" / "ood_histograms.png",
                         title=f"{chosen}: decision_function, thresholds keep {config.tpr:.0%} of {config.calibration_images} val images")
         out["targets"] = _targets(table, chosen) if ours else {}
@@ -137,6 +152,7 @@ def _ood_images(context, config):
         skipped.append("Tiny ImageNet near-OOD set: no tiny-imagenet-subset.tgz in the data folder")
     elif ours:
         images["near_ood"] = near_ood_images(context.data_dir, p, config.near_ood_limit)
+        images["near_ood" + TUNE] = near_ood_images(context.data_dir, p, config.near_ood_limit, positions="tune")
     else:
         images["tiny_imagenet_val"] = tiny_imagenet_val_except(context.data_dir, context.dataset.class_names, p, config.near_ood_limit)
     if ours and data.cifar_dir:
@@ -145,11 +161,13 @@ def _ood_images(context, config):
     if mnist is None:
         skipped.append("MNIST far-OOD set: no mnist/ in the data folder and no mnist.npz beside the CIFAR folders")
     elif not (data.source and is_mnist_folder(data.source)):  # digits are no OOD set for a digit bundle
-        images["far_ood"] = far_ood_images(mnist, p, config.far_ood_limit)
+        digits = far_ood_images(mnist, p, None if config.far_ood_limit is None else 2 * config.far_ood_limit)
+        images["far_ood"], images["far_ood" + TUNE] = digits[1::2], digits[0::2]
     photos = context.data_path("imagenet-samples")
     if ours and config.use_photos and photos is not None and context.data_path("wordnet") is not None:
-        images["photos_ood"] = imagenet_photos(context.data_dir, p, "non_ours", ancestor_wnids=config.ancestor_wnids)
-        id_images["photos_ours"] = imagenet_photos(context.data_dir, p, "ours", ancestor_wnids=config.ancestor_wnids)
+        for half, suffix in (("bench", ""), ("tune", TUNE)):
+            images["photos_ood" + suffix] = imagenet_photos(context.data_dir, p, "non_ours", ancestor_wnids=config.ancestor_wnids, half=half)
+            id_images["photos_ours" + suffix] = imagenet_photos(context.data_dir, p, "ours", ancestor_wnids=config.ancestor_wnids, half=half)
     elif ours and config.use_photos:
         skipped.append("real-photo OOD set: no imagenet-samples/ and wordnet/ in the data folder")
     return images, id_images, skipped

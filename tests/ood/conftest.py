@@ -14,7 +14,7 @@ PER_CLASS = 200  # train, val and test images per class: 2,600 each
 def real_features(model_path, shared_data, data_path):
     """{"train", "val", "test", "mnist", "near_ood"}: features, ood_features, logits, labels (-1 for
     the OOD sets: MNIST digits, Tiny ImageNet pictures of other classes)."""
-    from ood.datasets import far_ood_images, near_ood_images
+    from classifier.ood_sets import far_ood_images, near_ood_images
 
     mnist = data_path("mnist")
     return dev_embeddings(PER_CLASS, model_path, data_dir=shared_data,

@@ -7,7 +7,7 @@ import pytest
 from ood import ClassIsolationForests, load_detector
 from ood.baselines import ActivationShaping, EnergyScore, FeatureNorm, logit_weights
 from ood.combined import CombinedScore
-from ood.evaluate import predicted, true_positives
+from pipeline.ood_evaluation import predicted, true_positives
 
 N_CLASSES = 13
 

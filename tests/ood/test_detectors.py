@@ -9,7 +9,7 @@ from sklearn.exceptions import NotFittedError
 
 from ood import ClassIsolationForests, load_detector
 from ood.baselines import logit_weights
-from ood.evaluate import METHODS, auroc, make_detector, predicted, true_positives
+from pipeline.ood_evaluation import METHODS, auroc, make_detector, predicted, true_positives
 from ood.forests import class_seeds
 from pipeline.ood_stage import OODConfig
 

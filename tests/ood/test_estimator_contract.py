@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from bundle.images import Preprocessing, open_image, to_uint8
 from ood import ClassIsolationForests, CombinedScore, GlobalIsolationForest, NoiseGate, load_detector
 from ood.baselines import FeatureNorm, logit_weights
-from ood.evaluate import METHODS, make_detector
+from pipeline.ood_evaluation import METHODS, make_detector
 from ood.forests import PackedForest, class_seeds
 from pipeline.ood_stage import OODConfig
 from tests.conftest import REPO

@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from ood import NeighbourhoodScore, load_detector
-from ood.evaluate import auroc, predicted, true_positives
+from pipeline.ood_evaluation import auroc, predicted, true_positives
 
 N_CLASSES = 13
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from classifier.readers import load_image_folder
 from bundle.images import Preprocessing
-from ood.datasets import far_ood_images, imagenet_photo_paths, near_ood_images
+from classifier.ood_sets import far_ood_images, imagenet_photo_paths, near_ood_images
 from ood.noise import NoiseGate, neighbour_correlation
 
 PREPROCESSING = Preprocessing(jpeg_quality=75)  # as the shipped bundle sees pictures

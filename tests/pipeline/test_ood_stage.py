@@ -11,7 +11,7 @@ from bundle.embedding import Embedding
 from bundle.images import Preprocessing
 from bundle.labels import CLASS_NAMES
 from ood import load_detector
-from ood.evaluate import METHODS
+from pipeline.ood_evaluation import METHODS
 from pipeline.context import BuildContext
 from pipeline.ood_stage import OODConfig, run
 from service.bundle import Bundle

@@ -16,7 +16,7 @@ import numpy as np
 from classifier.custom_dataset import names_from_classes_tsv
 from classifier.dataset import near_ood_wnids  # noqa: F401  (the OOD sets' classes, beside their pictures)
 from bundle.images import Preprocessing, to_uint8
-from classifier.readers import load_mnist, load_tiny_imagenet_val, read_classes_tsv
+from classifier.readers import even_odd_split, load_mnist, load_tiny_imagenet_val, read_classes_tsv
 from classifier.wordnet import OURS_ANCESTORS, is_ours
 
 TINY_IMAGENET_ARCHIVE = "tiny-imagenet-subset.tgz"
@@ -79,11 +79,16 @@ def photo_wnid(path):
     return Path(path).name.split("_", 1)[0]
 
 
-def imagenet_photo_paths(data_dir, kind="non_ours", ancestor_wnids=OURS_ANCESTORS):
-    """Full-size ImageNet photos, one per class: kind "non_ours" (OOD), "ours" or "all"."""
+def imagenet_photo_paths(data_dir, kind="non_ours", ancestor_wnids=OURS_ANCESTORS, half=None):
+    """Full-size ImageNet photos, one per class: kind "non_ours" (OOD), "ours" or "all"; of the
+    "tune" half (even positions of the sorted file names), the "bench" half (odd), or both (None).
+    The split is classifier.readers.even_odd_split's, made on every photo before `kind` filters."""
     if kind not in PHOTO_KINDS:
         raise ValueError(f"kind must be one of {PHOTO_KINDS}, not {kind!r}.")
     paths = sorted((Path(data_dir) / PHOTOS_DIR).glob("*.JPEG"))
+    if half is not None:
+        kept = set(even_odd_split([path.name for path in paths])[("tune", "bench").index(half)])
+        paths = [path for path in paths if path.name in kept]
     if kind == "all":
         return paths
     wanted = kind == "ours"
@@ -91,9 +96,9 @@ def imagenet_photo_paths(data_dir, kind="non_ours", ancestor_wnids=OURS_ANCESTOR
     return [path for path in paths if is_ours(photo_wnid(path), wordnet, ancestor_wnids) == wanted]
 
 
-def imagenet_photos(data_dir, preprocessing=Preprocessing(), kind="non_ours", limit=None, ancestor_wnids=OURS_ANCESTORS):
+def imagenet_photos(data_dir, preprocessing=Preprocessing(), kind="non_ours", limit=None, ancestor_wnids=OURS_ANCESTORS, half=None):
     """The photos of `imagenet_photo_paths`, downscaled with Lanczos by bundle.images."""
-    paths = imagenet_photo_paths(data_dir, kind, ancestor_wnids)[:limit]
+    paths = imagenet_photo_paths(data_dir, kind, ancestor_wnids, half)[:limit]
     if not paths:
         shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)
         return np.zeros(shape, np.uint8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bundle.labels import EXTRA_CLASS_WNIDS
-from ood.datasets import far_ood_images, imagenet_photo_paths, near_ood_images, near_ood_wnids, photo_wnid
+from classifier.ood_sets import far_ood_images, imagenet_photo_paths, near_ood_images, near_ood_wnids, photo_wnid
 
 OURS = ("n02099601", "n02113799", "n02123394", "n02129165", "n01855672", "n04285008", "n03796401",
         "n04146614", "n03662601", "n02226429", "n07715103")  # as tests/classifier/test_wordnet.py
