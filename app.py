@@ -2,7 +2,7 @@
 
     python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share] [--behind-proxy]
                   [--state-dir state] [--rate-limit 30] [--admin-port PORT]
-                  [--database postgresql://...] [--mlflow]
+                  [--database postgresql://...] [--mlflow] [--mcp]
 
 Public page (what anyone with the link sees): Classify (upload, webcam or paste -> the verdict,
 the answer's classes, "Under the hood", and the "Give us another chance" gallery, where a click
@@ -10,7 +10,7 @@ proposes a label) and Model (the bundle's card and figures). It shows a visitor 
 anyone else's uploads.
 
 JSON API (web.api), on the same server and port: POST /api/v1/classify, POST /api/v1/corrections;
-OpenAPI docs at /api/v1/docs.
+OpenAPI docs at /api/v1/docs. With --mcp, an MCP tool too (web.mcp): classify_photo at /gradio_api/mcp/.
 
 State: the prediction log, the corrections and the rate-limit counts live in SQLite files in
 --state-dir, or in one PostgreSQL database that several replicas share (--database or
@@ -27,6 +27,7 @@ rightmost X-Forwarded-For entry, the one the proxy appended (README, Security).
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -130,7 +131,7 @@ def _displayable(image):
 # ---------------------------------------------------------------- the public page
 
 
-def build_app(service, bundle_dir, delete_cache=(900, 3600)):
+def build_app(service, bundle_dir, delete_cache=(900, 3600), mcp=False):
     bundle_dir = Path(bundle_dir)
     examples = sorted(str(p) for p in (bundle_dir / "examples").glob("*.jpg"))
     class_choices = [name.replace("_", " ") for name in service.class_names]
@@ -183,6 +184,30 @@ def build_app(service, bundle_dir, delete_cache=(900, 3600)):
             gallery.select(on_gallery_click, token, relabel_note, api_visibility="private")
             relabel_button.click(on_relabel, [token, relabel_index], relabel_note, api_name="relabel")
             save_class.click(on_relabel_by_name, [token, correct_class], relabel_note, api_name="relabel_by_name")
+
+        if mcp:
+            from web.mcp import TOOL, ToolError, classify_for_mcp
+
+            def classify_photo(image_base64: str, request: gr.Request) -> str:
+                """Classify a photo into one of 13 classes (CIFAR-10's ten: airplane, automobile, bird, cat, deer,
+                dog, frog, horse, ship, truck; and fruit and vegetables, insects, large omnivores and herbivores), or
+                refuse honestly: "Sorry, your image label is not in our training set" when it shows none of them,
+                "Not sure enough to answer." when it looks like one of them but not surely which.
+
+                Args:
+                    image_base64: the picture file (JPEG, PNG, GIF, WebP, BMP or TIFF, at most 25 MB), base64-encoded, bare or as a data: URI. URLs are not fetched.
+
+                Returns:
+                    JSON: answer (our class, or null when refused), answered_by (cnn, fallback or refused), refusal, confidence, verdict, detail, top_classes.
+                """
+                # Gradio's MCP server hands over the HTTP request itself (no session): its client is the visitor.
+                client = request.client.host if getattr(request, "client", None) else "unknown"
+                try:
+                    return json.dumps(classify_for_mcp(service, image_base64, client))
+                except ToolError as error:
+                    raise gr.Error(str(error), print_exception=False) from None
+
+            gr.api(classify_photo, api_name=TOOL, queue=False)
 
         with gr.Tab("Model"):
             gr.Markdown(model_card_markdown(service.predictor.bundle))
@@ -320,7 +345,7 @@ def make_service(assets, state_dir, rate_limit=30, database=None):
     return service, bundle.directory
 
 
-def launch(demo, host, port, share, bundle_dir, service):
+def launch(demo, host, port, share, bundle_dir, service, mcp=False):
     from starlette.middleware import Middleware
 
     from web.api import create_api
@@ -334,11 +359,16 @@ def launch(demo, host, port, share, bundle_dir, service):
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(Path(bundle_dir) / "examples"), str(service.thumbnails_dir)],
-        footer_links=["api", "gradio"], show_error=False,
+        footer_links=["api", "gradio"], show_error=False, mcp_server=mcp,
         # The front door: upload limits, and the JSON API (/api/v1) on the same port and link.
         app_kwargs={"middleware": [Middleware(PublicGuard, limits=service.limits, api=create_api(service),
                                               functions=set(demo.fns))]},
     )
+    if mcp:
+        from web.mcp import only_our_tool
+
+        only_our_tool(demo)
+        print(f"MCP tool classify_photo on {(share_url or local_url).rstrip('/')}/gradio_api/mcp/", flush=True)
     print(f"Serving on {local_url}", flush=True)
     if share and not share_url:
         print("Could not create a public --share link (this machine seems to be offline); "
@@ -406,6 +436,9 @@ def main(argv=None):
     parser.add_argument("--database", default=None,
                         help="postgresql://user@host:port/db: the log, corrections and rate limits, shared by replicas; "
                              "or a folder for the SQLite files (default $HONEST_DATABASE_URL, else --state-dir)")
+    parser.add_argument("--mcp", action="store_true",
+                        help="also serve the classify endpoint as an MCP tool (classify_photo) at /gradio_api/mcp/, "
+                             "with the page's limits")
     parser.add_argument("--mlflow", action="store_true",
                         help="also log each upload's confidence, entropy and colour-histogram distance to MLflow "
                              "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
@@ -424,8 +457,8 @@ def main(argv=None):
     except (BundleUnavailable, storage.DatabaseError, CorrectionError) as error:
         sys.exit(f"Cannot start: {error}")
     service.predictor.tracker = tracker
-    demo = build_app(service, bundle_dir)
-    launch(demo, args.host, args.port, args.share, bundle_dir, service)
+    demo = build_app(service, bundle_dir, mcp=args.mcp)
+    launch(demo, args.host, args.port, args.share, bundle_dir, service, mcp=args.mcp)
     launch_admin(service, args.admin_port or args.port + 1)
     try:
         demo.block_thread()

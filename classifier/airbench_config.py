@@ -44,7 +44,7 @@ class AirbenchConfig:
     # mean cross-entropy is added with the paper's weight. 0 or no outliers: the plain recipe.
     outlier_batch_size: int = 256
     outlier_weight: float = 0.5
-    # Switches for the ablation (pipeline.ablation): each False removes one trick of the recipe.
+    # Switches for the ablation (research.ablation): each False removes one trick of the recipe.
     whiten: bool = True  # False: the first convolution trains from random init like the others
     dirac: bool = True  # False: the other convolutions keep PyTorch's random init
     lookahead: bool = True

@@ -1,7 +1,7 @@
 """MLflow runs of the build and the model ladder (the optional extra: pip install -r requirements-mlflow.txt).
 
     log_build_run(config, metrics, history, "assets")   # python -m pipeline.build --mlflow: one run
-    log_ladder_run(preset, row, config, history)         # python -m pipeline.ladder --mlflow: one run per preset
+    log_ladder_run(preset, row, config, history)         # python -m research.ladder --mlflow: one run per preset
 
 The store is $MLFLOW_TRACKING_URI, else mlruns.db in `folder` (default: where the command runs),
 with artifacts in folder/mlruns (monitoring.tracking): `mlflow ui --backend-store-uri

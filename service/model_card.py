@@ -47,7 +47,7 @@ def model_card_markdown(bundle):
 
 
 def _ladder_lines(path):
-    """The model ladder report (python -m pipeline.ladder), when the bundle has one."""
+    """The model ladder report (python -m research.ladder), when the bundle has one."""
     if not path.exists():
         return []
     body = path.read_text().split("\n", 1)[-1]  # its own "# Model ladder" title is replaced by ours

@@ -7,8 +7,9 @@ body is read:
 - Gradio's direct routes (/run/, /api/, /call/) are closed: the page and gradio_client go
   through the queue, curl users have the JSON API (web.api), which is served from here too.
 - A request with a body must say its length (411), no more than its route takes (413): one
-  picture for an upload or a JSON API call, a few hundred kB for anything else.
-- An upload, a JSON API call and a join of Gradio's queue each take one of their client's places
+  picture for an upload, a JSON API call or an MCP message (web.mcp; base64), a few hundred kB
+  for anything else. The MCP server's older SSE transport is closed.
+- An upload, a JSON API call, an MCP message and a join of Gradio's queue each take one of their client's places
   (web.places) before the body is read, and the per-minute upload count is taken then too, so a
   client over its limit is refused without the server reading what it sent, and a stalled
   upload holds one of its own client's places, nobody else's. A refusal for a limit waits
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs
 from starlette.concurrency import run_in_threadpool
 
 from bundle.images import MAX_UPLOAD_BYTES, TOO_LARGE
+from web.mcp import MAX_ENCODED_CHARACTERS
 from service.limits import LimitExceeded
 from web.api import PREFIX as API_PREFIX
 from web.bodies import BodyLimits, BodyRefused, ClientGone, OneFileForm, read_body
@@ -48,6 +50,11 @@ SMALL_BODY_BYTES = 256 * 1024  # a queue join names its inputs (uploaded files b
 OPEN_BODIES = 64  # bodies being read at once, all clients together
 DRAIN_BYTES = 1024 * 1024  # a refused body up to this size is read and dropped, a larger one is cut off
 CLOSED = re.compile(r"^(/gradio_api)?/(run|api|call)(/|$)")
+# With --mcp (web.mcp): the streamable HTTP transport; a tool call carries one picture in base64.
+MCP_ROUTE = "/gradio_api/mcp"
+MCP_BODY_BYTES = MAX_ENCODED_CHARACTERS + FRAMING_BYTES
+MCP_SSE = re.compile(r"^/gradio_api/mcp/(sse|messages)$")
+MCP_AT_ONCE = 4
 SPOOFABLE_HEADERS = {b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 
 
@@ -58,6 +65,7 @@ class PublicGuard:
         self.functions = None if functions is None else set(functions)  # the page's fn indices
         self.body_limits = body_limits
         self._open_bodies = 0
+        self._mcp_open = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -68,6 +76,8 @@ class PublicGuard:
         if not api_route and CLOSED.match(path):
             return await _refuse(scope, send, 404, "This route is closed. Use the page, gradio_client, "
                                             f"or POST {API_PREFIX}/classify (see {API_PREFIX}/docs).")
+        if MCP_SSE.match(path):  # the older SSE transport holds a stream per client: streamable HTTP only
+            return await _refuse(scope, send, 404, f"MCP is served over streamable HTTP at {MCP_ROUTE}/.")
         if method in ("GET", "HEAD", "OPTIONS"):
             if path.endswith("/queue/data") and self.places is not None:
                 return await self._stream(scope, receive, send)
@@ -76,20 +86,37 @@ class PublicGuard:
         post = method == "POST"  # PUT, PATCH, DELETE: no route of ours takes more than a small body
         classify = post and api_route and path == f"{API_PREFIX}/classify"
         upload = post and not api_route and path.endswith("/upload")
+        mcp = post and path in (MCP_ROUTE, MCP_ROUTE + "/http")
         # The one size check, on the length the request declares, before anything else is spent on it.
-        if refusal := _size_refusal(scope, UPLOAD_BODY_BYTES if classify or upload else SMALL_BODY_BYTES):
+        limit = UPLOAD_BODY_BYTES if classify or upload else MCP_BODY_BYTES if mcp else SMALL_BODY_BYTES
+        if refusal := _size_refusal(scope, limit):
             return await _refuse(scope, send, *refusal)
-        if classify or upload:
-            return await self._work(scope, receive, send, app, one_file=upload)
+        # An MCP message larger than the small ones (initialize, list, a tool call on a small
+        # picture) carries a picture: it is treated as an upload.
+        picture_message = mcp and _length(scope) > SMALL_BODY_BYTES
+        if classify or upload or picture_message:
+            return await self._work(scope, receive, send, app, limit, one_file=upload, mcp=picture_message)
         if post and not api_route and path.endswith("/queue/join"):
             return await self._join(scope, receive, send)
         body = await self._read(scope, receive, send, SMALL_BODY_BYTES)
         if body is not None:
             await _pass_on(app, scope, body, receive, send)
 
-    async def _work(self, scope, receive, send, app, one_file=False):
-        """An upload or a JSON API call: a place while it is read and answered, the per-minute
-        count before its body, and (for Gradio's upload route) one named file."""
+    async def _work(self, scope, receive, send, app, limit, one_file=False, mcp=False):
+        """An upload, a JSON API call or an MCP message with a picture: a place while it is read and
+        answered, the per-minute count before its body, and (for Gradio's upload route) one named
+        file. Gradio's MCP server holds a whole message in memory (JSON, base64), so at most
+        MCP_AT_ONCE picture messages are handled at once, all clients together."""
+        if mcp and self._mcp_open >= MCP_AT_ONCE:
+            return await _refuse(scope, send, 503, "The server is busy with other MCP calls; try again in a minute.",
+                                 retry_after=60)
+        self._mcp_open += mcp
+        try:
+            return await self._work_on(scope, receive, send, app, limit, one_file)
+        finally:
+            self._mcp_open -= mcp
+
+    async def _work_on(self, scope, receive, send, app, limit, one_file):
         client = _client(scope)
         key = await self._take_place(scope, client, send)
         if key is False:
@@ -108,7 +135,7 @@ class PublicGuard:
                     form = OneFileForm(content_type)
                 except BodyRefused as refused:
                     return await _refuse(scope, send, refused.status, refused.message)
-            body = await self._read(scope, receive, send, UPLOAD_BODY_BYTES, form)
+            body = await self._read(scope, receive, send, limit, form)
             if body is not None:
                 await _pass_on(app, scope, body, receive, send)
         finally:
@@ -255,6 +282,11 @@ def _completed(event):
                 event_id = message.get("event_id")
                 return event_id if isinstance(event_id, str) else None
     return None
+
+
+def _length(scope):
+    length = _header(scope, b"content-length")
+    return int(length) if length.isdigit() else 0
 
 
 def _size_refusal(scope, limit):

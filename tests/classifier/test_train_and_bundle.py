@@ -11,7 +11,7 @@ from classifier.models import PRESETS, build_model
 from classifier.train import TrainConfig, load_or_train
 from service.bundle import Bundle
 from bundle.files import BundleUnavailable
-from pipeline.bundle_files import data_config_from_json, push_to_hub, write_manifest
+from pipeline.bundle_files import data_config_from_json, export_model, push_to_hub, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,13 @@ def test_a_finished_run_is_reused_not_retrained(tiny_run):
 
 def test_bundle_round_trip_gives_identical_predictions(tiny_run, tmp_path, photo_paths):
     _, dataset, model, _, _ = tiny_run
-    model.save(tmp_path / "model.keras")
+    exported = export_model(model, tmp_path)  # model.keras in float32, and model.tflite the server runs
     write_manifest(tmp_path, dataset.class_names, DataConfig().preprocessing)
     bundle = Bundle.load(tmp_path)
     assert bundle.class_names == dataset.class_names and bundle.input_shape == (32, 32, 3)
     x = bundle.preprocess(photo_paths[:5] + photo_paths[-5:])
     out = bundle.embed(x)
-    np.testing.assert_array_equal(out.probabilities, np.asarray(model(x, training=False)))
+    np.testing.assert_allclose(out.probabilities, np.asarray(exported(x, training=False)), atol=1e-5)
     assert out.features.shape[0] == 10 and out.logits.shape == (10, 13)
     np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0, rtol=1e-5)
     # Batched predict() and the direct call agree.

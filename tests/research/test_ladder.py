@@ -6,7 +6,7 @@ import pytest
 
 from classifier.dataset import DataConfig
 from classifier.train import TrainConfig
-from pipeline.ladder import LadderConfig, run_ladder
+from research.ladder import LadderConfig, run_ladder
 
 PRESETS = ("pets_small", "fastnet_small")
 
@@ -19,7 +19,7 @@ def ladder(tmp_path_factory, shared_data):
         train=TrainConfig(epochs=1, batch_size=64, data=DataConfig(data_dir=str(shared_data), limit_per_class=20)),
         runs_dir=str(root / "runs"), out_dir=str(root / "reports"),
     )
-    rows = run_ladder(config, verbose=0, command="python -m pipeline.ladder --test")
+    rows = run_ladder(config, verbose=0, command="python -m research.ladder --test")
     return config, rows, root / "reports"
 
 
@@ -38,7 +38,7 @@ def test_json_and_markdown_reports(ladder):
     config, rows, reports = ladder
     report = json.loads((reports / "ladder.json").read_text())
     assert report["rows"] == json.loads(json.dumps(rows))
-    assert report["command"] == "python -m pipeline.ladder --test"
+    assert report["command"] == "python -m research.ladder --test"
     assert report["config"]["presets"] == list(PRESETS) and report["config"]["train"]["epochs"] == 1
     assert report["images"]["test"] > 0 and "CPU cores" in report["machine"]
     markdown = (reports / "ladder.md").read_text()
@@ -46,7 +46,7 @@ def test_json_and_markdown_reports(ladder):
     assert len(table) == 1 + len(PRESETS)  # header and one row per preset
     for preset, line in zip(PRESETS, table[1:]):
         assert line.startswith(f"| {preset} |")
-    assert "made by: `python -m pipeline.ladder --test`" in markdown
+    assert "made by: `python -m research.ladder --test`" in markdown
     assert "at most 20 images per class" in markdown
     assert not list(reports.glob("*.tmp"))
 
@@ -63,7 +63,7 @@ def test_importing_loads_no_deep_learning_framework():
     import subprocess
     import sys
 
-    code = "import sys, pipeline.ladder; print(any(m in sys.modules for m in ('keras', 'tensorflow', 'jax', 'torch')))"
+    code = "import sys, research.ladder; print(any(m in sys.modules for m in ('keras', 'tensorflow', 'jax', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -81,7 +81,7 @@ def test_the_transfer_rung_joins_the_report_beside_the_kept_rows(ladder, tmp_pat
     transfer = TransferConfig(tflite_model=str(data_path("imagenet-models", TFLITE_FILE_NAME)), head_epochs=20, flip_copies=False)
     config = replace(config, presets=("mobilenet_v2_tflite",), train=replace(config.train, transfer=transfer),
                      runs_dir=str(tmp_path / "runs"), out_dir=str(tmp_path / "reports"), keep_rows=True)
-    merged = run_ladder(config, verbose=0, command="python -m pipeline.ladder --test-transfer")
+    merged = run_ladder(config, verbose=0, command="python -m research.ladder --test-transfer")
     assert [row["preset"] for row in merged] == list(PRESETS) + ["mobilenet_v2_tflite"]
     assert merged[:2] == before  # kept as they were
     row = merged[-1]

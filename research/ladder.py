@@ -1,6 +1,6 @@
 """Model ladder: train a list of presets on the same data and compare them in one table.
 
-    python -m pipeline.ladder --epochs 8 --limit-per-class 1000 --out assets/reports
+    python -m research.ladder --epochs 8 --limit-per-class 1000 --out assets/reports
 
 writes ladder.json (config, rows, machine, command) and ladder.md (the table) into --out.
 Each rung is a classifier.train run reused from runs/ by its config hash, so a second call with
@@ -11,7 +11,7 @@ the bundled MobileNetV2's features, every 32-pixel picture enlarged to 224 (~10 
 CPU). Without the .tflite in the data folder it is skipped, and said so. --keep-rows adds the rungs
 asked for to an existing report made on the same data, keeping its other rows:
 
-    python -m pipeline.ladder --epochs 8 --limit-per-class 1000 --presets mobilenet_v2_tflite --keep-rows
+    python -m research.ladder --epochs 8 --limit-per-class 1000 --presets mobilenet_v2_tflite --keep-rows
 """
 
 import json
@@ -104,7 +104,7 @@ def _with_kept_rows(config, rows):
     new = {row["preset"] for row in rows}
     merged = [row for row in old["rows"] if row["preset"] not in new] + rows
     order = {preset: index for index, preset in enumerate(PRESETS)}
-    return sorted(merged, key=lambda row: order.get(row["preset"], len(order))), old["command"] or "pipeline.ladder.run_ladder"
+    return sorted(merged, key=lambda row: order.get(row["preset"], len(order))), old["command"] or "research.ladder.run_ladder"
 
 
 def evaluate_rung(model, history, dataset, config, run_dir=None):
@@ -165,7 +165,7 @@ def write_report(config, rows, dataset, command=None, skipped=None, kept_from=No
         "config": asdict(config), "rows": rows, "skipped": skipped or {}, "rows_kept_from": kept_from,
     }
     write_text_atomic(out_dir / "ladder.json", json.dumps(report, indent=2, default=str) + "\n")
-    made_by = f"`{command}`" if command else "`pipeline.ladder.run_ladder` from Python"
+    made_by = f"`{command}`" if command else "`research.ladder.run_ladder` from Python"
     limit = "all images" if data.limit_per_class is None else f"at most {data.limit_per_class} images per class"
     text = "\n".join([
         "# Model ladder",
@@ -240,4 +240,4 @@ if __name__ == "__main__":
                           transfer=TransferConfig(tflite_model=tflite_path(data_dir))),
         runs_dir=args.runs, out_dir=args.out, keep_rows=args.keep_rows,
     )
-    run_ladder(config, command="python -m pipeline.ladder " + shlex.join(sys.argv[1:]), mlflow=args.mlflow)
+    run_ladder(config, command="python -m research.ladder " + shlex.join(sys.argv[1:]), mlflow=args.mlflow)

@@ -1,6 +1,6 @@
 """The airbench94 recipe, each trick removed in turn: what each one is worth here.
 
-    python -m pipeline.ablation [--data-dir DIR] [--per-class 1000] [--epochs 8]
+    python -m research.ablation [--data-dir DIR] [--per-class 1000] [--epochs 8]
 
 Every row trains the airbench94 net on the same pictures for the same epochs, with one setting of
 classifier.airbench.AirbenchConfig changed, and is scored on all 10,000 CIFAR-10 test pictures.
@@ -90,7 +90,7 @@ def markdown(report):
         f"Each row: the airbench94 net, {c['epochs']} epochs on {report['train_pictures']:,} CIFAR-10 training pictures "
         f"({c['per_class']} per class, JPEG copy), scored on the {report['test_pictures']:,} CIFAR-10 test pictures; "
         f"one trick removed per row. Seed {c['seed']}, one run per row, on {report['machine']}. "
-        "Made by `python -m pipeline.ablation`.",
+        "Made by `python -m research.ablation`.",
         "",
         "| recipe | test accuracy | vs full | fit time (s) |",
         "|---|---:|---:|---:|",
