@@ -21,49 +21,24 @@ CNN and fallback agree (else 0), and the CNN's top probability when the OOD dete
 """
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from bench.app_server import REPO
 
-RISK_GOALS = (0.005, 0.01, 0.02, 0.05)
-
-
 def photos(data_dir, split):
     """(paths, wnids) of the chosen half of imagenet-samples."""
-    from classifier.readers import even_odd_split
+    from classifier.ood_sets import imagenet_photo_paths, photo_wnid
 
-    names = [path.name for path in (Path(data_dir) / "imagenet-samples").glob("*.JPEG")]
-    tune, bench = even_odd_split(names)
-    chosen = {"tune": tune, "bench": bench, "all": sorted(names)}[split]
-    return [Path(data_dir) / "imagenet-samples" / name for name in chosen], [name.split("_")[0] for name in chosen]
-
-
-def risk_coverage(scores, answers, targets, none):
-    """[(threshold, risk, coverage of ours, others refused)] for every distinct score, highest first."""
-    ours = targets != none
-    rows = []
-    for threshold in np.unique(scores)[::-1]:
-        answered = scores >= threshold
-        right = answered & (answers == targets)
-        wrong = answered & ~(answers == targets)
-        risk = wrong.sum() / max(answered.sum(), 1)
-        rows.append((float(threshold), float(risk), float(right[ours].mean()), float((~answered[~ours]).mean())))
-    return rows
-
-
-def best_at(rows, goal):
-    """The row with the most coverage whose risk is within `goal`, or None."""
-    within = [row for row in rows if row[1] <= goal]
-    return max(within, key=lambda row: row[2]) if within else None
+    paths = imagenet_photo_paths(data_dir, "all", half=None if split == "all" else split)
+    return paths, [photo_wnid(path) for path in paths]
 
 
 def main():
     from bench.dev import data_folder
     from bundle.images import open_image
     from classifier.wordnet import read_wordnet
-    from pipeline.answer_tuning import NONE, cnn_outputs, evaluate_rule, expected_classes
+    from pipeline.answer_tuning import NONE, cnn_outputs, evaluate_rule, expected_classes, format_risk_coverage, risk_coverage_table
     from service.bundle import Bundle
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -113,14 +88,7 @@ def main():
         "CNN top probability, OOD accepted": (np.where(accepted, probabilities.max(1), 0.0), cnn_class),
     }
     print("risk-coverage (answer when the score clears the threshold; risk = wrong among answers):")
-    for name, (scores, classes) in candidates.items():
-        rows = risk_coverage(scores, classes, targets, NONE)
-        cells = []
-        for goal in RISK_GOALS:
-            row = best_at(rows, goal)
-            cells.append(f"risk <= {goal:.1%}: " + ("never" if row is None else
-                         f"{row[2]:.1%} of ours right, {row[3]:.1%} of others refused (threshold {row[0]:.3f})"))
-        print(f"  {name}: " + "; ".join(cells))
+    print(format_risk_coverage(risk_coverage_table(candidates, targets)))
 
 
 if __name__ == "__main__":

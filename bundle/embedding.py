@@ -59,6 +59,17 @@ def _embedding(outputs):
     return Embedding(features, logits, probabilities, ood_features(blocks, features))
 
 
+def with_temperature(embedding, temperature):
+    """The embedding with its probabilities recomputed as softmax(logits / temperature): the
+    calibration the build fitted on the validation split (bundle.json's "temperature")."""
+    if not temperature or temperature == 1.0:
+        return embedding
+    scaled = embedding.logits / np.float32(temperature)
+    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probabilities = (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
+    return Embedding(embedding.features, embedding.logits, probabilities, embedding.ood_features)
+
+
 def ood_features(blocks, features):
     """[each pooled block at length 1, ..., the features at length 1, the features' length]."""
     units = [l2_normalize(rows) for rows in [*blocks, features]]

@@ -141,12 +141,58 @@ def _mean(values):
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def cnn_outputs(bundle, pictures):
-    """The CNN's probabilities for pictures, and the bundle's OOD verdicts (None with no detector)."""
+def cnn_outputs(bundle, pictures, with_scores=False):
+    """The CNN's probabilities for pictures, and the bundle's OOD verdicts (None with no detector);
+    with_scores, also the detector's decision_function (below 0: refused; None with no detector)."""
     embedding = bundle.embed(bundle.preprocess(list(pictures)))
     detector = getattr(bundle, "ood_detector", None)
     if detector is None:
-        return embedding.probabilities, None
-    features = getattr(embedding, detector.reads)
-    verdicts = np.asarray(detector.predict(features, embedding.probabilities.argmax(axis=1)))
-    return embedding.probabilities, verdicts == 1
+        return (embedding.probabilities, None, None) if with_scores else (embedding.probabilities, None)
+    scores = np.asarray(detector.decision_function(getattr(embedding, detector.reads), embedding.probabilities.argmax(axis=1)))
+    return (embedding.probabilities, scores >= 0, scores) if with_scores else (embedding.probabilities, scores >= 0)
+
+
+RISK_GOALS = (0.005, 0.01, 0.02, 0.05)
+
+
+def risk_coverage(scores, answers, targets):
+    """[(threshold, risk, coverage of ours, others refused)] for every distinct score, highest
+    first: answer a picture when its score clears the threshold, with `answers`' class; risk =
+    wrong answers among all answers (an answered picture of none of ours is wrong), coverage =
+    share of the pictures of ours answered right."""
+    ours = targets != NONE
+    rows = []
+    for threshold in np.unique(scores)[::-1]:
+        answered = scores >= threshold
+        right = answered & (answers == targets)
+        wrong = answered & ~(answers == targets)
+        risk = wrong.sum() / max(answered.sum(), 1)
+        others_refused = float((~answered[~ours]).mean()) if (~ours).any() else float("nan")
+        rows.append((float(threshold), float(risk), float(right[ours].mean()), others_refused))
+    return rows
+
+
+def best_at(rows, goal):
+    """The row with the most coverage whose risk is within `goal`, or None."""
+    within = [row for row in rows if row[1] <= goal]
+    return max(within, key=lambda row: row[2]) if within else None
+
+
+def risk_coverage_table(candidates, targets, goals=RISK_GOALS):
+    """{candidate: {risk goal: {threshold, coverage, others_refused} or None}} for candidates
+    {name: (scores, answers)}: the most each score answers right within each risk."""
+    table = {}
+    for name, (scores, answers) in candidates.items():
+        rows = risk_coverage(np.asarray(scores), np.asarray(answers), np.asarray(targets))
+        table[name] = {f"{goal:.3f}": None if (row := best_at(rows, goal)) is None else
+                       {"threshold": row[0], "coverage": row[2], "others_refused": row[3]} for goal in goals}
+    return table
+
+
+def format_risk_coverage(table):
+    lines = []
+    for name, goals in table.items():
+        cells = [f"risk <= {float(goal):.1%}: " + ("never" if row is None else f"{row['coverage']:.1%} of ours right, "
+                 f"{row['others_refused']:.1%} of others refused (threshold {row['threshold']:.3f})") for goal, row in goals.items()]
+        lines.append(f"  {name}: " + "; ".join(cells))
+    return "\n".join(lines)

@@ -64,6 +64,7 @@ class BuildConfig:
 
 
 def build(config=BuildConfig(), verbose="auto"):
+    from classifier.calibration import fit_temperature
     from classifier.devices import data_parallel
     from classifier.train import load_or_train
     from pipeline.bundle_files import export_model, write_manifest
@@ -97,14 +98,18 @@ def build(config=BuildConfig(), verbose="auto"):
     # exported to LiteRT; every later stage is fitted on what the exported model computes.
     model = export_model(model, work_dir)
     copy_extractor(run_dir, work_dir)  # a TFLite transfer run's frozen feature extractor
-    write_manifest(work_dir, dataset.class_names, data.preprocessing, {
-        "training_run": run_dir.name, "data": describe_data(data),
-        "features": features_description(run_dir, config.train.preset)})
+    manifest = {"training_run": run_dir.name, "data": describe_data(data),
+                "features": features_description(run_dir, config.train.preset)}
+    write_manifest(work_dir, dataset.class_names, data.preprocessing, manifest)
     write_json_atomic(work_dir / "config.json", asdict(config))
     write_json_atomic(work_dir / "history.json", history)
-    bundle = Bundle.load(work_dir, with_fallback=False)
 
     progress.stage("embedding the splits")
+    # The exported model's confidence, calibrated on the validation split (classifier.calibration).
+    val_logits = Bundle.load(work_dir, with_fallback=False).embed(dataset.x_val).logits
+    temperature, calibration = fit_temperature(val_logits, dataset.y_val)
+    write_manifest(work_dir, dataset.class_names, data.preprocessing, {**manifest, "temperature": temperature})
+    bundle = Bundle.load(work_dir, with_fallback=False)
     embeddings = {name: bundle.embed(getattr(dataset, f"x_{name}")) for name in ("train", "val", "test")}
     from classifier.evaluate import evaluate
 
@@ -112,6 +117,7 @@ def build(config=BuildConfig(), verbose="auto"):
     metrics = {
         "data": describe_data(data),
         "classifier": evaluate(embeddings["test"], dataset, history, work_dir),
+        "calibration": calibration,
         "training": {
             "preset": config.train.preset, "epochs_run": len(history.get("loss", [])),
             "fit_seconds": history.get("fit_seconds"), "machine": history.get("machine", "not recorded by the run"),
@@ -124,7 +130,7 @@ def build(config=BuildConfig(), verbose="auto"):
     fit = metrics["training"]["fit_seconds"]
     fitted = f"; fit {fit / 60:.1f} min for {metrics['training']['epochs_run']} epochs on {metrics['training']['machine']}" if fit else ""
     _log(f"evaluation: {_headline(metrics['classifier'])}{fitted}")
-    context = BuildContext(bundle, model, dataset, embeddings, work_dir, data, config.data_dir)
+    context = BuildContext(bundle, dataset, embeddings, work_dir, data, config.data_dir, model)
     stage_configs = dict(config.stage_configs)
     modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage,
                "fallback": fallback_stage, "errors": errors_stage}

@@ -47,7 +47,7 @@ class ErrorAnalysisConfig:
 
 def run(context, config=ErrorAnalysisConfig()):
     """Cluster the misclassified test images, draw the layers. Returns a JSON-able metrics dict."""
-    return analyse(context.model, context.dataset, context.embeddings["test"], context.out_dir, config)
+    return analyse(context.keras_model(), context.dataset, context.embeddings["test"], context.out_dir, config)
 
 
 def analyse(model, dataset, test_embedding, out_dir, config=ErrorAnalysisConfig()):

@@ -23,7 +23,8 @@ from fallback import CONFIG_FILE, Fallback, load_fallback
 from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteImageNetClassifier, check_label_order, read_imagenet_labels
 from classifier.ood_sets import imagenet_photo_paths, near_ood_images, photo_wnid
 from pipeline.answer_tuning import (
-    cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, tune_rule, tune_thumbnail_threshold,
+    NONE, cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, format_risk_coverage,
+    risk_coverage_table, tune_rule, tune_thumbnail_threshold,
 )
 from service.answer import AnswerRule
 from bundle.files import FALLBACK_DIR
@@ -115,14 +116,20 @@ def _tune(context, label_map, config):
     key = {"model": _sha256(models / config.model_file), "photos": [path.name for path in paths], "crop": config.crop_fraction}
     fallback = Fallback(classifier, label_map, read_imagenet_labels(models / config.labels_file), tuple(bundle.class_names))
     masses = fallback.masses_from_probabilities(cached_imagenet_probabilities(classifier, pictures, key, config.cache_dir))
-    cnn_probabilities, inlier = cnn_outputs(bundle, pictures)
+    cnn_probabilities, inlier, ood_scores = cnn_outputs(bundle, pictures, with_scores=True)
     targets = expected_classes([photo_wnid(path) for path in paths], label_map, read_wordnet(wordnet).imagenet_wnids)
     rule, metrics, grid = tune_rule(cnn_probabilities, inlier, masses, targets, config.max_answer_error, config.min_refused_others)
+    photo_curves = risk_coverage_table(_candidates(cnn_probabilities, ood_scores, masses), targets)
+    print(f"[build] risk-coverage on the tune half of the photos:\n{format_risk_coverage(photo_curves)}", flush=True)
     # Thumbnails: 32-pixel pictures, the CNN's validation split and Tiny ImageNet's "tune" classes.
     others = near_ood_images(context.data_dir, bundle.preprocessing, positions="tune")
+    home, away = cnn_outputs(bundle, dataset.x_val, with_scores=True), cnn_outputs(bundle, others, with_scores=True)
     rule, thumbnails, thumbnail_grid = tune_thumbnail_threshold(
-        rule, (*cnn_outputs(bundle, dataset.x_val), dataset.y_val), cnn_outputs(bundle, others),
-        config.thumbnail_max_wrong, config.thumbnail_min_refused_others)
+        rule, (*home[:2], dataset.y_val), away[:2], config.thumbnail_max_wrong, config.thumbnail_min_refused_others)
+    thumbnail_curves = risk_coverage_table(
+        _candidates(*(np.concatenate([a, b]) if a is not None else None for a, b in zip(home[::2], away[::2]))),
+        np.concatenate([dataset.y_val, np.full(len(others), NONE)]))
+    print(f"[build] risk-coverage on 32-pixel pictures:\n{format_risk_coverage(thumbnail_curves)}", flush=True)
     # The same photos with the CNN alone (it never refuses) and the fallback alone, for comparison.
     cnn_alone = evaluate_rule(AnswerRule(0.0, 0.0), cnn_probabilities, None, masses, targets)
     fallback_alone = evaluate_rule(AnswerRule(1.0, rule.fallback_mass_threshold), np.zeros_like(cnn_probabilities), None, masses, targets)
@@ -133,6 +140,7 @@ def _tune(context, label_map, config):
             "objective": (f"most photos of ours answered right, with at most {config.max_answer_error:.1%} of the answers to them "
                           f"wrong and at least {config.min_refused_others:.1%} of the other photos refused"),
             "tuned_metrics": metrics,
+            "risk_coverage": photo_curves,
             "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
             "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},
         },
@@ -142,10 +150,26 @@ def _tune(context, label_map, config):
             "objective": (f"most validation pictures right, with at most {config.thumbnail_max_wrong:.1%} of them wrong and at "
                           f"least {config.thumbnail_min_refused_others:.0%} of the others refused"),
             "tuned_metrics": thumbnails,
+            "risk_coverage": thumbnail_curves,
         },
         "ood_detector": inlier is not None,
         "grid": GRID_FILE,
     }, {"photos": grid, "thumbnails": thumbnail_grid}
+
+
+def _candidates(probabilities, ood_scores, masses=None):
+    """The candidate scores of the risk-coverage tables: {name: (score, the class it answers)}."""
+    cnn_class = probabilities.argmax(1)
+    candidates = {"CNN top probability (calibrated)": (probabilities.max(1), cnn_class)}
+    if ood_scores is not None:
+        accepted = ood_scores >= 0
+        candidates["OOD score"] = (ood_scores, cnn_class)
+        candidates["CNN top probability where the OOD detector accepts"] = (np.where(accepted, probabilities.max(1), 0.0), cnn_class)
+    if masses is not None:
+        fallback_class = masses.argmax(1)
+        candidates["fallback mapped mass"] = (masses.max(1), fallback_class)
+        candidates["fallback mass where the CNN agrees"] = (np.where(cnn_class == fallback_class, masses.max(1), 0.0), fallback_class)
+    return candidates
 
 
 def _copy(source, destination):

@@ -88,7 +88,7 @@ def run(context, config=OODConfig()):
     val = _split(embeddings["val"], dataset.y_val)
     test = _split(embeddings["test"], dataset.y_test)
 
-    weights, bias = logit_weights(context.model)
+    weights, bias = logit_weights(context.keras_model())
     detectors = fit_candidates(config, train, val, weights, bias, len(dataset.class_names), config.methods)
     images, id_images, skipped = _ood_images(context, config)
     embedded = {name: _embedded(bundle, x) for name, x in {**images, **id_images}.items() if len(x)}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bundle.embedding import embed
+from bundle.embedding import embed, with_temperature
 from bundle.files import (
     FALLBACK_DIR, GALLERY_FILE, MONITORING_FILE, NOISE_GATE_FILE, OOD_FILE, BundleUnavailable, read_json, read_manifest, resolve,
 )
@@ -82,8 +82,9 @@ class Bundle:
         return np.stack([to_model_input(source, self.preprocessing) for source in sources])
 
     def embed(self, x, batch_size=512):
-        """A float batch in [0, 1] (or a uint8 batch) -> bundle.embedding.Embedding."""
-        return embed(self.cnn, x, batch_size)
+        """A float batch in [0, 1] (or a uint8 batch) -> bundle.embedding.Embedding, its
+        probabilities calibrated with the bundle's temperature (fitted by the build)."""
+        return with_temperature(embed(self.cnn, x, batch_size), self.manifest.get("temperature", 1.0))
 
 
 def _answer_rule(directory):

@@ -74,3 +74,11 @@ def cnn_bundle():
     from service.bundle import Bundle
 
     return Bundle.load(REPO / "assets", with_fallback=False)
+
+
+@pytest.fixture(scope="session")
+def keras_model():
+    """The committed bundle's CNN in Keras: the build side's copy of the model.tflite it serves."""
+    import keras
+
+    return keras.saving.load_model(REPO / "assets" / "model.keras", compile=False)

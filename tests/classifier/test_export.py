@@ -12,16 +12,6 @@ from classifier.export import export_litert, float32_model, keras_outputs
 
 
 @pytest.fixture(scope="module")
-def keras_model():
-    import keras
-
-    from bundle.files import MODEL_FILE
-    from tests.conftest import REPO
-
-    return keras.saving.load_model(REPO / "assets" / MODEL_FILE, compile=False)
-
-
-@pytest.fixture(scope="module")
 def pictures(cnn_bundle):
     return cnn_bundle.gallery.thumbnails_[:40]
 

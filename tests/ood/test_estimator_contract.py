@@ -64,10 +64,8 @@ def forests(random_state=0, n_classes=None):
     return ClassIsolationForests(n_estimators=20, max_samples=64, n_components=8, n_classes=n_classes, random_state=random_state)
 
 
-def test_every_detector_clones_and_prints_and_starts_unfitted(cnn_bundle):
-    import keras
-
-    weights, bias = logit_weights(keras.saving.load_model(REPO / "assets" / "model.keras", compile=False))
+def test_every_detector_clones_and_prints_and_starts_unfitted(cnn_bundle, keras_model):
+    weights, bias = logit_weights(keras_model)
     for method in METHODS:
         detector = make_detector(method, OODConfig(), weights, bias, len(cnn_bundle.class_names))
         copy = clone(detector)

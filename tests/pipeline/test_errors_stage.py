@@ -17,7 +17,7 @@ from classifier.readers import load_image_folder, load_mnist
 from pipeline.context import BuildContext
 from pipeline.errors_stage import ErrorAnalysisConfig, analyse, regenerate, run
 from service.bundle import Bundle
-from pipeline.bundle_files import write_manifest
+from pipeline.bundle_files import export_model, write_manifest
 
 FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png", "filters.png")
 # Per preset: the first convolution, then the first after each of its three poolings; and the
@@ -101,13 +101,13 @@ def test_shipped_bundle_errors_are_clustered_and_drawn(cnn_bundle, cifar_test, t
 
 
 @pytest.mark.parametrize("errors", [0, 1, 3])
-def test_a_model_with_almost_no_errors_still_gets_figures(cnn_bundle, cifar_test, tmp_path, errors):
+def test_a_model_with_almost_no_errors_still_gets_figures(cnn_bundle, keras_model, cifar_test, tmp_path, errors):
     x, y, embedding = cifar_test
     predicted = embedding.probabilities.argmax(axis=1)
     # The model's right answers plus `errors` of its mistakes: real images, real labels.
     keep = np.concatenate([np.flatnonzero(predicted == y), np.flatnonzero(predicted != y)[:errors]])
     subset = Embedding(embedding.features[keep], embedding.logits[keep], embedding.probabilities[keep])
-    metrics = analyse(cnn_bundle, dataset_of(x[keep], y[keep], cnn_bundle.class_names), subset, tmp_path)
+    metrics = analyse(keras_model, dataset_of(x[keep], y[keep], cnn_bundle.class_names), subset, tmp_path)
 
     check_partition(metrics, errors)
     assert metrics["kmeans"]["clusters"] == min(errors, ErrorAnalysisConfig().kmeans_clusters)
@@ -117,14 +117,14 @@ def test_a_model_with_almost_no_errors_still_gets_figures(cnn_bundle, cifar_test
 def test_grayscale_bundle(tmp_path, shared_data):
     digits = tuple(str(digit) for digit in range(10))
     preprocessing = Preprocessing(height=28, width=28, channels=1)
-    build_model("fastnet_small", (28, 28, 1), len(digits)).save(tmp_path / "model.keras")
+    model = export_model(build_model("fastnet_small", (28, 28, 1), len(digits)), tmp_path)
     write_manifest(tmp_path, digits, preprocessing)
     bundle = Bundle.load(tmp_path, with_fallback=False)
     x, y = load_mnist(shared_data / "mnist")
     x, y = x[:200], y[:200]
     assert x.shape[-1] == 1
 
-    metrics = analyse(bundle, dataset_of(x, y, digits), bundle.embed(x), tmp_path)
+    metrics = analyse(model, dataset_of(x, y, digits), bundle.embed(x), tmp_path)
 
     predicted = bundle.embed(x).probabilities.argmax(axis=1)
     check_partition(metrics, int(np.sum(predicted != y)))
@@ -138,7 +138,7 @@ def test_regenerate_a_64_pixel_bundle_from_its_config(tmp_path, shared_data):
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
     class_names = CIFAR10_CLASSES + tuple(data.extra_classes)
-    build_model("pets_small", (64, 64, 3), len(class_names)).save(bundle_dir / "model.keras")
+    export_model(build_model("pets_small", (64, 64, 3), len(class_names)), bundle_dir)
     write_manifest(bundle_dir, class_names, data.preprocessing)
     (bundle_dir / "config.json").write_text(json.dumps({"train": {"data": asdict(data)}}))
     (bundle_dir / "metrics.json").write_text(json.dumps({"classifier": {"test_images": 52}}))

@@ -21,7 +21,7 @@ from service.bundle import Bundle
 
 def bare_bundle(directory):
     """A bundle with only its class names: all the untuned stage reads of it."""
-    return Bundle(directory=directory, model=None, class_names=CLASS_NAMES, preprocessing=Preprocessing(), manifest={})
+    return Bundle(directory=directory, cnn=None, class_names=CLASS_NAMES, preprocessing=Preprocessing(), manifest={})
 
 
 def test_the_stage_writes_a_folder_that_loads_and_runs(tmp_path, shared_data, data_path, example_photos):
@@ -65,24 +65,31 @@ def test_the_stage_tunes_the_rule_for_the_cnn(tmp_path, shared_data, cnn_bundle)
     # A copy: the stage sets the fallback and the rule on the bundle it builds.
     bundle = dataclasses.replace(cnn_bundle, directory=tmp_path)
     context = BuildContext(bundle, prepare_dataset(data), {}, tmp_path, data, str(shared_data))
-    config = FallbackConfig(model_file=MOBILENET_V1_TINY, tuning_pictures_per_class=2, cache_dir=str(tmp_path / "cache"))
+    config = FallbackConfig(model_file=MOBILENET_V1_TINY, cache_dir=str(tmp_path / "cache"))
     metrics = run(context, config)
     assert cnn_bundle.fallback is None
     tuning = metrics["tuning"]
     assert tuning["tuned"] and tuning["ood_detector"]  # the shipped bundle has a detector
-    tuned = tuning["tuned_metrics"]
-    assert tuned["pictures_ours"] > 0 and tuned["pictures_none"] > 0 and "accuracy_in_distribution" in tuned
+    # Photos: the tune half of imagenet-samples, never the bench half.
+    photos = tuning["photos"]
+    assert "tune half" in photos["set"] and "250 photos" in photos["set"]
+    tuned = photos["tuned_metrics"]
+    assert tuned["pictures_ours"] + tuned["pictures_none"] == 250
     grid = json.loads((tmp_path / GRID_FILE).read_text())
     assert len(grid["photos"]) > 100
-    qualifying = [row for row in grid["photos"] if row["answer_error"] <= config.max_answer_error]
-    if qualifying:
-        best = max(row["balanced_score"] for row in qualifying)
-        assert tuned["balanced_score"] == pytest.approx(best)
-        assert tuned["answer_error"] <= config.max_answer_error
-    # The thumbnail threshold: one row per candidate, and the best of them chosen.
+    qualifying = [row for row in grid["photos"]
+                  if row["answer_error_ours"] <= config.max_answer_error and row["refused_none"] >= config.min_refused_others]
+    if qualifying:  # the most of ours answered right among the thresholds within the stated risk
+        assert tuned["accuracy_ours"] == pytest.approx(max(row["accuracy_ours"] for row in qualifying))
+        assert tuned["answer_error_ours"] <= config.max_answer_error and tuned["refused_none"] >= config.min_refused_others
+    assert "CNN top probability (calibrated)" in photos["risk_coverage"]
+    # Thumbnails: one row per candidate; the chosen one answers the most right within its limits.
     thumbnails = grid["thumbnails"]
     assert [row["thumbnail_cnn_threshold"] for row in thumbnails] == [float(t) for t in CNN_THRESHOLDS]
     chosen = next(row for row in thumbnails if row["thumbnail_cnn_threshold"] == metrics["rule"]["thumbnail_cnn_threshold"])
-    assert chosen["balanced_score"] == pytest.approx(max(row["balanced_score"] for row in thumbnails))
+    within = [row for row in thumbnails
+              if row["wrong"] <= config.thumbnail_max_wrong and row["refused_others"] >= config.thumbnail_min_refused_others]
+    if within:
+        assert chosen["right"] == pytest.approx(max(row["right"] for row in within))
     assert AnswerRule.load(tmp_path) == AnswerRule(**metrics["rule"]) == bundle.answer_rule
     assert list((tmp_path / "cache").glob("imagenet-probabilities-*.npy"))  # the fallback's outputs are cached
