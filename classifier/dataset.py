@@ -283,16 +283,6 @@ def tiny_imagenet_val_of_our_classes(class_names, wordnet_dir):
     }
 
 
-def trained_tiny_imagenet_wnids(config, class_names):
-    """Every Tiny ImageNet synset whose pictures this config trains on (for tuning sets to avoid)."""
-    if config.source or config.cifar_dir:
-        return []
-    wnids = {wnid for superclass in config.extra_classes for wnid in EXTRA_CLASS_WNIDS[superclass]}
-    if config.tiny_imagenet_val_in_train:
-        wnids |= set(tiny_imagenet_val_of_our_classes(class_names, Path(config.data_dir) / "wordnet"))
-    return sorted(wnids)
-
-
 def balance_by_rotation(x, y, rng, max_angle=20.0, jpeg_quality=None):
     """Add rotated copies of small classes' images until every class has as many as the largest.
     With jpeg_quality, the copies get the same JPEG round trip as every other picture: rotating

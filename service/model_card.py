@@ -40,6 +40,7 @@ def model_card_markdown(bundle):
             if row:
                 lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
     lines += _answer_rule_lines(bundle.answer_rule)
+    lines += _measured_lines(metrics.get("fallback", {}).get("measured"))
     lines += _ood_lines(metrics.get("ood", {}))
     lines += _error_lines(metrics.get("errors", {}), metrics.get("classifier", {}).get("test_images"))
     lines += _ladder_lines(bundle.directory / "reports" / "ladder.md")
@@ -52,6 +53,19 @@ def _ladder_lines(path):
         return []
     body = path.read_text().split("\n", 1)[-1]  # its own "# Model ladder" title is replaced by ours
     return ["", "## Model ladder: every preset on the same data", body]
+
+
+def _measured_lines(measured):
+    """How often the app answers and how often an answer is wrong, on pictures that tuned nothing."""
+    if not measured:
+        return []
+    photos, thumbnails = measured["photos"], measured["thumbnails"]
+    return ["", (
+        f"On {photos['pictures_ours'] + photos['pictures_others']} full-size photos it never tuned on, the app answered "
+        f"{photos['right_ours']:.1%} of the photos of our classes right and {photos['wrong_ours']:.1%} wrongly (the rest it "
+        f"refused), and refused {photos['refused_others']:.1%} of the photos of other things. On CIFAR-10's test pictures "
+        f"uploaded as they are (32 pixels) it answered {thumbnails['right']:.1%} right and {thumbnails['wrong']:.1%} wrongly, "
+        f"and refused {thumbnails['refused_others']:.1%} of 32-pixel pictures of other things.")]
 
 
 def _answer_rule_lines(rule):
