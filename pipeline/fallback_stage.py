@@ -50,7 +50,7 @@ class FallbackConfig:
     min_refused_others: float = 0.995
     # Thumbnails: at most this share of 32-pixel pictures of ours answered wrongly, at least this
     # share of 32-pixel pictures of other things refused (tune_thumbnail_threshold).
-    thumbnail_max_wrong: float = 0.015
+    thumbnail_max_wrong: float = 0.02
     thumbnail_min_refused_others: float = 0.75
     rule: AnswerRule = field(default_factory=AnswerRule)
     num_threads: int = 0  # the TFLite interpreter's threads; 0: every core of the serving machine
