@@ -23,11 +23,12 @@ PER_CLASS = 200  # as tests/ood/conftest.py: the same cached features
 @pytest.fixture(scope="module")
 def stage_inputs(model_path, shared_data):
     """(bundle, dataset, embeddings) with real features of the data folder's pictures."""
-    import keras
+    import dataclasses
 
     features = dev_embeddings(PER_CLASS, model_path, data_dir=shared_data)
-    bundle = Bundle(directory=model_path.parent, model=keras.saving.load_model(model_path, compile=False),
-                    class_names=CLASS_NAMES, preprocessing=Preprocessing(), manifest={})
+    # The model's own bundle folder (it embeds the OOD sets), as a copy the stage may set parts on.
+    bundle = dataclasses.replace(Bundle.load(model_path.parent, with_fallback=False), ood_detector=None, noise_gate=None,
+                                 class_names=CLASS_NAMES, preprocessing=Preprocessing())
     splits = {name: features[name] for name in ("train", "val", "test")}
     # The stage reads labels and flags from the dataset and features from the embeddings only.
     none = np.zeros((0, 32, 32, 3), np.uint8)
