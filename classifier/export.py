@@ -45,31 +45,20 @@ def serving_outputs(model):
         weights = _view_weights(model, pooled[0])
         for name in pooled:
             rows = keras.layers.GlobalMaxPooling2D(dtype="float32", name=f"{name}_max")(model.get_layer(name).output)
-            outputs[f"{name}_pooled"] = _ViewAverage(weights, name=f"{name}_pooled")(rows)
+            # A layer of its own per output: slicing with ops in a functional model gives several
+            # operations one auto-generated name, which Keras refuses.
+            outputs[f"{name}_pooled"] = keras.layers.Lambda(
+                _average_views, arguments={"weights": tuple(float(w) for w in weights)}, name=f"{name}_pooled")(rows)
     return keras.Model(model.inputs[0], outputs)
 
 
-def _view_average_layer():
-    import keras
+def _average_views(rows, weights):
+    """(views x n, c) rows, stacked view by view on the batch axis (classifier.airbench) -> (n, c),
+    weighted by the views' weights."""
     from keras import ops
 
-    class ViewAverage(keras.layers.Layer):
-        """(views x n, c) rows, stacked view by view on the batch axis (classifier.airbench)
-        -> (n, c), weighted by the views' weights."""
-
-        def __init__(self, weights, **kwargs):
-            super().__init__(dtype="float32", **kwargs)
-            self.view_weights = tuple(float(w) for w in weights)
-
-        def call(self, rows):
-            views = ops.reshape(rows, (len(self.view_weights), -1, rows.shape[-1]))
-            return ops.einsum("v,vnc->nc", ops.convert_to_tensor(self.view_weights, "float32"), views)
-
-    return ViewAverage
-
-
-def _ViewAverage(weights, name):
-    return _view_average_layer()(weights, name=name)
+    views = ops.reshape(rows, (len(weights), -1, rows.shape[-1]))
+    return ops.einsum("v,vnc->nc", ops.convert_to_tensor(weights, "float32"), views)
 
 
 def keras_outputs(model, directory=None):
