@@ -93,10 +93,11 @@ def open_engine(target, schema, synchronous="NORMAL", busy_timeout_s=10.0):
     def configure(connection, _record):
         # Bigger pages hold three 2.5 kB thumbnails where 4 kB pages hold one (no effect on an
         # existing file); both settings must precede the first write of a new file.
-        connection.execute("PRAGMA page_size = 8192")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        # The busy timeout first: replicas opening one new file at once queue on its lock.
         connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        connection.execute("PRAGMA page_size = 8192")
+        _set_wal(connection, busy_timeout_s)
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
         connection.execute("PRAGMA foreign_keys = ON")
 
     @sa.event.listens_for(engine, "begin")
@@ -105,6 +106,23 @@ def open_engine(target, schema, synchronous="NORMAL", busy_timeout_s=10.0):
         connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _set_wal(connection, busy_timeout_s):
+    """journal_mode=WAL, retried: switching a new file's journal needs its lock for a moment, and
+    SQLite answers "database is locked" at once, without the busy timeout, when another connection
+    is creating the same file's tables."""
+    import time
+
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 READ_ONLY = "honest_read_only"  # an execution option: this connection only reads
