@@ -2,7 +2,7 @@
 
     python app.py [--assets DIR_OR_HUB_REPO] [--host 127.0.0.1] [--port 7860] [--share] [--behind-proxy]
                   [--state-dir state] [--rate-limit 30] [--admin-port PORT]
-                  [--database postgresql://...] [--mlflow] [--mcp]
+                  [--database postgresql://...] [--data-dir DIR] [--mlflow] [--mcp]
 
 Public page (what anyone with the link sees): Classify (upload, webcam or paste -> the verdict,
 the answer's classes, "Under the hood", and the "Give us another chance" gallery, where a click
@@ -16,8 +16,9 @@ State: the prediction log, the corrections and the rate-limit counts live in SQL
 --state-dir, or in one PostgreSQL database that several replicas share (--database or
 $HONEST_DATABASE_URL; see storage). --mlflow also sends each upload's figures to MLflow.
 
-Admin area (a second Blocks on --admin-port, bound to this machine only, behind a login with
-wrong passwords throttled): the drift dashboard and the review of proposed labels. The password
+Admin area (web.admin: a second Blocks on --admin-port, bound to this machine only, behind a login
+with wrong passwords throttled): the drift dashboard, the review of learning pictures, and the
+learning step with its gate, promotion and rollback (service.learning, service.registry). The password
 comes from $HONEST_ADMIN_PASSWORD or the file named by $HONEST_ADMIN_PASSWORD_FILE; with
 neither, the admin area is off.
 
@@ -43,7 +44,6 @@ from service.model_card import model_card_markdown  # noqa: E402
 from service.public import VisitorError  # noqa: E402
 
 logger = logging.getLogger("app")
-PASSWORD_VARIABLE, PASSWORD_FILE_VARIABLE = "HONEST_ADMIN_PASSWORD", "HONEST_ADMIN_PASSWORD_FILE"
 SESSION_TTL_S = 3600  # a visitor's token expires with the kept upload (service.visitors.UploadMemory)
 FIGURES = (
     ("confusion_matrix.png", "Confusion matrix"), ("curves.png", "Training curves"),
@@ -121,11 +121,6 @@ def correct_by_name(service, token, label, client, session):
 
 def _thanks(message):
     return f"### {message}\nThank you: your label was saved and waits for review before any retraining."
-
-
-def _displayable(image):
-    """A grayscale bundle's pictures are (h, w, 1); gr.Gallery draws (h, w) arrays as gray."""
-    return image[:, :, 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
 # ---------------------------------------------------------------- the public page
@@ -217,105 +212,6 @@ def build_app(service, bundle_dir, delete_cache=(900, 3600), mcp=False):
     return demo
 
 
-# ---------------------------------------------------------------- the admin area
-
-
-def monitor(predictor):
-    dashboard = predictor.dashboard()
-    if dashboard is None:
-        return "Monitoring is off (no log or no reference in the bundle).", None, None, None, None, []
-    return (dashboard.drift_markdown, *dashboard.frames, [(_displayable(image), caption) for image, caption in dashboard.last_uploads])
-
-
-def review_table(corrections):
-    """Pending votes, oldest first, as rows for a gr.Dataframe; conflicting votes on one picture sit side by side."""
-    import datetime
-
-    rows = []
-    for vote in corrections.pending(limit=200):
-        others = [v.label for v in corrections.votes(picture=vote.picture) if v.id != vote.id]
-        when = datetime.datetime.fromtimestamp(vote.time, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        rows.append([vote.id, vote.label, vote.answer or "refused", vote.answered_by, ", ".join(others) or "-",
-                     vote.voter, when, vote.picture])
-    return rows
-
-
-def review(corrections, vote_id, accept):
-    try:
-        vote = corrections.review(int(vote_id), accept, reviewer="admin")
-    except (TypeError, ValueError) as error:
-        return f"⚠️ {error}"
-    return f"Vote {vote.id} ({vote.label}) {vote.status}."
-
-
-def review_picture(corrections, vote_id):
-    import io
-
-    from PIL import Image
-
-    vote = corrections.votes_by_id(int(vote_id)) if vote_id not in (None, "") else None
-    data = None if vote is None else corrections.picture(vote.picture)
-    return None if data is None else Image.open(io.BytesIO(data))
-
-
-def build_admin(service):
-    corrections, predictor = service.corrections, service.predictor
-    with gr.Blocks(title="Admin: monitoring and review") as admin:
-        gr.Markdown("# Admin\nMonitoring of every upload, and the review of the labels visitors proposed.")
-        with gr.Tab("Monitor"):
-            refresh = gr.Button("Refresh")
-            drift = gr.Markdown()
-            # Native plots (monitoring.dashboard's tables, drawn and zoomable in the browser).
-            with gr.Row():
-                histogram_plot = gr.LinePlot(
-                    x="intensity", y="difference", color="channel", elem_id="histogram-plot",
-                    color_map={"red": "#d62728", "green": "#2ca02c", "blue": "#1f77b4", "gray": "#444444"},
-                    title="Colour histogram of the drift window minus each upload's class's training average",
-                    x_title="pixel intensity", y_title="share of pixels, difference", x_lim=[0, 255])
-                answers_plot = gr.BarPlot(x="answer", y="uploads", sort="-y", elem_id="answers-plot",
-                                          title="What the drift window's uploads were told", x_label_angle=-45)
-            with gr.Row():
-                confidence_plot = gr.ScatterPlot(
-                    x="time", y="change", color="class", elem_id="confidence-plot",
-                    tooltip=["class", "confidence", "validation_mean", "uploads"],
-                    title="Mean confidence per predicted class over time, minus its validation mean",
-                    x_title="time (UTC)", y_title="confidence - validation mean")
-                entropy_plot = gr.LinePlot(
-                    x="time", y="entropy", color="series", elem_id="entropy-plot",
-                    color_map={"uploads": "#9467bd", "validation mean": "#555555", "validation 10%": "#bbbbbb",
-                               "validation 90%": "#bbbbbb"},
-                    title="Pixel-intensity entropy over time", x_title="time (UTC)", y_title="mean entropy (bits)")
-            last_uploads = gr.Gallery(label="Last 10 uploads (as the model saw them)", columns=10, height=160, allow_preview=False)
-            monitor_outputs = [drift, histogram_plot, confidence_plot, entropy_plot, answers_plot, last_uploads]
-            refresh.click(lambda: monitor(predictor), None, monitor_outputs, api_name="monitor")
-            admin.load(lambda: monitor(predictor), None, monitor_outputs)
-        with gr.Tab("Review corrections"):
-            headers = ["vote", "proposed", "app answered", "by", "other votes on it", "voter", "when", "picture"]
-            table = gr.Dataframe(headers=headers, interactive=False, wrap=True)
-            with gr.Row():
-                vote_id = gr.Number(label="Vote id", precision=0)
-                picture = gr.Image(label="The picture", interactive=False, height=200)
-                accept, reject = gr.Button("Accept"), gr.Button("Reject")
-            outcome = gr.Markdown()
-            load_votes = gr.Button("Refresh the queue")
-            load_votes.click(lambda: review_table(corrections), None, table)
-            admin.load(lambda: review_table(corrections), None, table)
-            vote_id.change(lambda v: review_picture(corrections, v), vote_id, picture)
-            accept.click(lambda v: review(corrections, v, True), vote_id, outcome).then(lambda: review_table(corrections), None, table)
-            reject.click(lambda v: review(corrections, v, False), vote_id, outcome).then(lambda: review_table(corrections), None, table)
-    return admin
-
-
-def admin_password(environ=os.environ):
-    """The admin password from the environment or the file it names; None: no admin area."""
-    if environ.get(PASSWORD_VARIABLE):
-        return environ[PASSWORD_VARIABLE]
-    if environ.get(PASSWORD_FILE_VARIABLE):
-        text = Path(environ[PASSWORD_FILE_VARIABLE]).read_text().strip()
-        return text or None
-    return None
-
-
 # ---------------------------------------------------------------- start-up
 
 
@@ -330,11 +226,16 @@ def make_service(assets, state_dir, rate_limit=30, database=None):
     from service.public import PublicService
     from service.visitors import Pseudonyms, UploadMemory
 
+    from service.registry import BundleRegistry, BundleWatcher
+
     bundle = Bundle.load(assets)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     targets = storage.state_targets(database, state_dir)
     predictor = Predictor(bundle, log=PredictionLog(targets.log))
+    # The registry's champion serves, when there is one (the learning loop promoted it); every
+    # replica on the database follows it without a restart.
+    watcher = BundleWatcher(BundleRegistry(targets.corrections), predictor, Bundle.load).start()
     # Replicas on one database count each visitor's uploads together; one process counts in memory.
     counters = SharedCounters(targets.corrections) if targets.shared and rate_limit > 0 else None
     service = PublicService(
@@ -342,6 +243,7 @@ def make_service(assets, state_dir, rate_limit=30, database=None):
         ClientLimits(uploads_per_minute=rate_limit, corrections_per_minute=max(1, rate_limit // 3), counters=counters),
         UploadMemory(ttl_s=SESSION_TTL_S), Pseudonyms(state_dir, database=targets.corrections if targets.shared else None),
         thumbnails_dir=state_dir / "gallery")
+    service.watcher, service.store_target = watcher, targets.corrections
     return service, bundle.directory
 
 
@@ -376,26 +278,6 @@ def launch(demo, host, port, share, bundle_dir, service, mcp=False):
     elif share_url:
         print(f"Public link: {share_url}", flush=True)
     return local_url, share_url
-
-
-def launch_admin(service, port):
-    from starlette.middleware import Middleware
-
-    from web.login_throttle import LoginThrottle
-
-    password = admin_password()
-    if password is None:
-        print(f"Admin area off: set {PASSWORD_VARIABLE} (or {PASSWORD_FILE_VARIABLE}, a file holding it) to turn on "
-              "monitoring and the review of corrections.", flush=True)
-        return None
-    admin = build_admin(service)
-    admin.queue(default_concurrency_limit=2)
-    # Bound to this machine only: a --share link never reaches it.
-    _, url, _ = admin.launch(server_name="127.0.0.1", server_port=port, auth=("admin", password),
-                             prevent_thread_lock=True, show_error=False, footer_links=[],
-                             app_kwargs={"middleware": [Middleware(LoginThrottle)]})
-    print(f"Admin area on {url} (user admin)", flush=True)
-    return admin
 
 
 def trust_proxy(trusted, environ=os.environ):
@@ -439,6 +321,8 @@ def main(argv=None):
     parser.add_argument("--mcp", action="store_true",
                         help="also serve the classify endpoint as an MCP tool (classify_photo) at /gradio_api/mcp/, "
                              "with the page's limits")
+    parser.add_argument("--data-dir", default=None,
+                        help="the data folder the admin's learning step reads (default $HONEST_DATA_DIR, else ../shared/data)")
     parser.add_argument("--mlflow", action="store_true",
                         help="also log each upload's confidence, entropy and colour-histogram distance to MLflow "
                              "($MLFLOW_TRACKING_URI, else STATE_DIR/mlruns.db; pip install -r requirements-mlflow.txt)")
@@ -459,7 +343,12 @@ def main(argv=None):
     service.predictor.tracker = tracker
     demo = build_app(service, bundle_dir, mcp=args.mcp)
     launch(demo, args.host, args.port, args.share, bundle_dir, service, mcp=args.mcp)
-    launch_admin(service, args.admin_port or args.port + 1)
+    from service.learning import LearningControl
+    from web.admin import launch_admin
+
+    learning = LearningControl(service.watcher.registry, service.watcher, service.corrections, service.store_target,
+                               args.state_dir, args.assets, args.data_dir)
+    launch_admin(service, args.admin_port or args.port + 1, learning)
     try:
         demo.block_thread()
     finally:

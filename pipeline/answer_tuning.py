@@ -137,6 +137,20 @@ def tune_thumbnail_threshold(rule, ours, others, max_wrong=0.015, min_refused_ot
     return (*min(candidates, key=lambda c: round(c[1]["wrong"], 12)), grid)
 
 
+def tune_teaching_threshold(rule, class_masses, targets, min_precision=0.99, thresholds=MASS_THRESHOLDS):
+    """The lowest fallback mass, no lower than the rule's own, at which the fallback's answers to
+    photos (of ours or not) are right at least min_precision of the time: those answers become
+    learning material. 1.0 (teach nothing) when no threshold is that sure."""
+    masses, targets = np.asarray(class_masses), np.asarray(targets)
+    for threshold in sorted(t for t in thresholds if t >= rule.fallback_mass_threshold):
+        taught = masses.max(1) >= threshold
+        if taught.sum() and np.mean(masses[taught].argmax(1) == targets[taught]) >= min_precision:
+            return replace(rule, teach_mass_threshold=float(threshold)), {
+                "threshold": float(threshold), "taught": int(taught.sum()), "of": len(targets),
+                "right": float(np.mean(masses[taught].argmax(1) == targets[taught])), "min_precision": min_precision}
+    return replace(rule, teach_mass_threshold=1.0), {"threshold": 1.0, "taught": 0, "of": len(targets), "min_precision": min_precision}
+
+
 def _mean(values):
     return float(np.mean(values)) if len(values) else float("nan")
 

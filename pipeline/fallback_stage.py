@@ -25,7 +25,7 @@ from fallback.models import IMAGENET_LABELS, MOBILENET_V2, MODELS_DIR, TFLiteIma
 from classifier.ood_sets import imagenet_photo_paths, near_ood_images, photo_wnid
 from pipeline.answer_tuning import (
     NONE, cached_imagenet_probabilities, cnn_outputs, evaluate_rule, expected_classes, format_risk_coverage,
-    risk_coverage_table, tune_rule, tune_thumbnail_threshold,
+    risk_coverage_table, tune_rule, tune_teaching_threshold, tune_thumbnail_threshold,
 )
 from service.answer import AnswerRule
 from bundle.files import FALLBACK_DIR
@@ -122,6 +122,7 @@ def _tune(context, label_map, config):
     cnn_probabilities, inlier, ood_scores = cnn_outputs(bundle, pictures, with_scores=True)
     targets = expected_classes([photo_wnid(path) for path in paths], label_map, read_wordnet(wordnet).imagenet_wnids)
     rule, metrics, grid = tune_rule(cnn_probabilities, inlier, masses, targets, config.max_answer_error, config.min_refused_others)
+    rule, teaching = tune_teaching_threshold(rule, masses, targets)
     photo_curves = risk_coverage_table(_candidates(cnn_probabilities, ood_scores, masses), targets)
     print(f"[build] risk-coverage on the tune half of the photos:\n{format_risk_coverage(photo_curves)}", flush=True)
     # Thumbnails: 32-pixel pictures, the CNN's validation split and Tiny ImageNet's "tune" classes.
@@ -143,6 +144,7 @@ def _tune(context, label_map, config):
             "objective": (f"most photos of ours answered right, with at most {config.max_answer_error:.1%} of the answers to them "
                           f"wrong and at least {config.min_refused_others:.1%} of the other photos refused"),
             "tuned_metrics": metrics,
+            "teaching": teaching,
             "risk_coverage": photo_curves,
             "cnn_alone": {k: cnn_alone[k] for k in ("accuracy_ours", "refused_none")},
             "fallback_alone": {k: fallback_alone[k] for k in ("accuracy_ours", "refused_none")},

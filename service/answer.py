@@ -74,6 +74,9 @@ class AnswerRule:
     # A refused photo on which the ImageNet model puts at least this much on all our classes
     # together looks like ours: "not sure", not "not in our training set" (rule 5).
     unsure_mass_threshold: float = 0.5
+    # An upload the fallback answers with at least this mass on its class is kept as learning
+    # material (service.corrections: source "fallback"), for review; 1.0 keeps none.
+    teach_mass_threshold: float = 1.0
 
     def __post_init__(self):
         for name, value in asdict(self).items():

@@ -73,6 +73,18 @@ class Bundle:
         return bundle
 
     @property
+    def version(self):
+        """The bundle's version: the one the learning step wrote into its manifest, else the
+        first 12 hex digits of its model file's sha256 (a bundle from pipeline.build)."""
+        if "version" not in self.manifest:
+            import hashlib
+
+            from bundle.litert import LITERT_FILE
+
+            self.manifest["version"] = "build-" + hashlib.sha256((self.directory / LITERT_FILE).read_bytes()).hexdigest()[:12]
+        return self.manifest["version"]
+
+    @property
     def input_shape(self):
         p = self.preprocessing
         return (p.height, p.width, p.channels)

@@ -1,8 +1,11 @@
-"""Users' corrections as votes, reviewed before any retraining uses them.
+"""Learning material: visitors' corrections and the ImageNet fallback's sure answers, as votes
+reviewed before any training uses them.
 
     store = CorrectionStore("state/corrections.sqlite", class_names)   # or a postgresql:// URL
     vote = store.vote(png, picture_hash, "ship", answer="airplane", answered_by="fallback", voter=v, session=s)
-    store.pending(); store.review(vote_id, accept=True, reviewer="admin")
+    store.teach(png, picture_hash, "dog", confidence=0.93)   # the fallback's sure answer (source "fallback")
+    store.queue(label="dog", source="fallback"); store.review_many([3, 4], accept=True, reviewer="admin")
+    store.learning_pictures()                      # accepted (hash, label, source): what pipeline.learn trains on
     store.export("folder", accepted_only=True)     # <label>/<hash>.png, what pipeline.build --feedback trains on
 
 Rules:
@@ -16,6 +19,10 @@ Rules:
 - Crash-safe: the picture and its vote are written in one transaction (SQLite with
   synchronous=FULL; PostgreSQL commits durably by default), so a vote the visitor was told is
   saved survives a kill -9, and there is never a vote without its picture or a picture without a vote.
+- Two sources (SOURCES): "visitor" (a vote) and "fallback" (taught by the ImageNet fallback, which
+  answered the upload surely). Caps per class, source and day (LearningCaps) keep one flood of
+  pictures from owning the training set: past its cap a visitor's vote is refused with a plain
+  sentence, and the fallback's is not kept.
 - One store for many app processes: on PostgreSQL (tables in the schema "corrections") every
   replica writes to and reviews one queue.
 """
@@ -31,6 +38,16 @@ import storage
 from bundle.atomic import write_bytes_atomic
 
 STATUSES = ("pending", "accepted", "rejected")
+VISITOR, FALLBACK = "visitor", "fallback"
+SOURCES = (VISITOR, FALLBACK)
+DAY_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class LearningCaps:
+    """Votes kept per class, source and rolling day."""
+    visitor_per_class_per_day: int = 200
+    fallback_per_class_per_day: int = 100
 
 METADATA = sa.MetaData()
 PICTURES = sa.Table(
@@ -52,10 +69,13 @@ VOTES = sa.Table(
     sa.Column("status", sa.Text(), nullable=False, server_default="pending"),
     sa.Column("reviewer", sa.Text()),
     sa.Column("reviewed_at", sa.Double()),
+    sa.Column("source", sa.Text(), nullable=False, server_default=VISITOR),
     sa.UniqueConstraint("picture", "voter"),
     sa.Index("votes_status", "status", "time"),
+    sa.Index("votes_cap", "source", "label", "time"),
 )
-VOTE_COLUMNS = ("id", "picture", "label", "answer", "answered_by", "time", "voter", "session", "status", "reviewer", "reviewed_at")
+VOTE_COLUMNS = ("id", "picture", "label", "answer", "answered_by", "time", "voter", "session", "status", "reviewer",
+                "reviewed_at", "source")
 
 
 class CorrectionError(ValueError):
@@ -80,12 +100,14 @@ class Vote:
     status: str
     reviewer: str | None = None
     reviewed_at: float | None = None
+    source: str = VISITOR
 
 
 class CorrectionStore:
-    def __init__(self, target, class_names, busy_timeout_s=10.0):
+    def __init__(self, target, class_names, busy_timeout_s=10.0, caps=LearningCaps()):
         """`target`: a SQLite file, or a PostgreSQL URL that several app processes share."""
         self.target = str(target)
+        self.caps = caps
         self.path = None if storage.is_postgresql(self.target) else Path(self.target)  # the SQLite file, if one
         self.class_names = tuple(class_names)
         with self._errors("open"):
@@ -94,15 +116,21 @@ class CorrectionStore:
                                               busy_timeout_s=busy_timeout_s)
             storage.create_tables(self.engine, METADATA)
 
-    def vote(self, png, picture_hash, label, answer, answered_by, voter, session):
+    def vote(self, png, picture_hash, label, answer, answered_by, voter, session, source=VISITOR):
         """Store one vote (and the picture, the first time it is voted on); returns the Vote."""
         if not isinstance(label, str) or label not in self.class_names:
             raise CorrectionError(f"Unknown label {label!r}; choose one of: {', '.join(self.class_names)}.")
         now = time.time()
         values = dict(picture=picture_hash, label=label, answer=answer, answered_by=answered_by, time=now, voter=voter,
-                      session=session)
+                      session=session, source=source)
+        cap = self.caps.visitor_per_class_per_day if source == VISITOR else self.caps.fallback_per_class_per_day
         try:
             with self._errors("write to"), self.engine.begin() as connection:
+                recent = connection.execute(sa.select(sa.func.count()).select_from(VOTES).where(
+                    VOTES.c.source == source, VOTES.c.label == label, VOTES.c.time > now - DAY_S)).scalar()
+                if recent >= cap:
+                    raise CorrectionError(f"We have enough new pictures of {label.replace('_', ' ')} for today; "
+                                          "thank you, please try again tomorrow.")
                 # DO NOTHING on a known picture only: a picture without its PNG must fail, not be skipped.
                 storage.insert_ignoring_duplicates(connection, PICTURES, dict(hash=picture_hash, png=png, first_seen=now),
                                                    key=["hash"])
@@ -113,9 +141,20 @@ class CorrectionStore:
             raise  # a missing field is our bug, not the visitor's second vote
         return Vote(row_id, status="pending", **values)
 
-    def votes(self, status=None, picture=None, limit=None, vote_id=None):
-        """Votes, oldest first, optionally of one status, one picture or one id."""
+    def teach(self, png, picture_hash, label, confidence):
+        """Keep an upload the ImageNet fallback answered surely as learning material (source
+        "fallback"), unless it is already kept or its class is at today's cap; returns the Vote or None."""
+        try:
+            return self.vote(png, picture_hash, label, label, FALLBACK, FALLBACK, f"mass {confidence:.3f}", source=FALLBACK)
+        except CorrectionStoreError:
+            raise
+        except CorrectionError:
+            return None  # seen before, or enough of this class today
+    def votes(self, status=None, picture=None, limit=None, vote_id=None, source=None):
+        """Votes, oldest first, optionally of one status, one picture, one id or one source."""
         query = sa.select(*[VOTES.c[name] for name in VOTE_COLUMNS]).order_by(VOTES.c.id)
+        if source is not None:
+            query = query.where(VOTES.c.source == source)
         if status is not None:
             query = query.where(VOTES.c.status == status)
         if picture is not None:
@@ -129,6 +168,32 @@ class CorrectionStore:
     def pending(self, limit=None):
         return self.votes("pending", limit=limit)
 
+    def queue(self, status="pending", label=None, source=None, limit=200):
+        """Votes of one status, oldest first, optionally of one proposed label and one source."""
+        query = sa.select(*[VOTES.c[name] for name in VOTE_COLUMNS]).where(VOTES.c.status == status).order_by(VOTES.c.id)
+        if label:
+            query = query.where(VOTES.c.label == label)
+        if source:
+            query = query.where(VOTES.c.source == source)
+        return [Vote(*row) for row in self._read(query.limit(int(limit)))]
+
+    def review_many(self, vote_ids, accept, reviewer="admin"):
+        """Accept or reject several votes in one transaction; returns how many changed."""
+        ids = [int(vote_id) for vote_id in vote_ids]
+        if not ids:
+            return 0
+        with self._errors("write to"), self.engine.begin() as connection:
+            return connection.execute(sa.update(VOTES).where(VOTES.c.id.in_(ids)).values(
+                status="accepted" if accept else "rejected", reviewer=str(reviewer), reviewed_at=time.time())).rowcount
+
+    def learning_pictures(self):
+        """[(picture hash, label, source)] of the accepted votes, one per picture; a picture whose
+        accepted votes name two labels is left out (a training set must not hold it twice)."""
+        chosen = {}
+        for vote in self.votes("accepted"):
+            chosen.setdefault(vote.picture, set()).add((vote.label, vote.source))
+        return [(picture, *sorted(labels)[0]) for picture, labels in sorted(chosen.items())
+                if len({label for label, _ in labels}) == 1]
     def picture(self, picture_hash):
         """The stored PNG bytes of a picture, or None."""
         rows = self._read(sa.select(PICTURES.c.png).where(PICTURES.c.hash == picture_hash))
@@ -136,11 +201,7 @@ class CorrectionStore:
 
     def review(self, vote_id, accept, reviewer="admin"):
         """Accept or reject one vote; returns the updated Vote."""
-        status = "accepted" if accept else "rejected"
-        with self._errors("write to"), self.engine.begin() as connection:
-            updated = connection.execute(sa.update(VOTES).where(VOTES.c.id == int(vote_id)).values(
-                status=status, reviewer=str(reviewer), reviewed_at=time.time())).rowcount
-        if updated == 0:
+        if self.review_many([vote_id], accept, reviewer) == 0:
             raise CorrectionError(f"No vote has id {vote_id}.")
         return self.votes_by_id(vote_id)
 
@@ -148,9 +209,11 @@ class CorrectionStore:
         found = self.votes(vote_id=vote_id)
         return found[0] if found else None
 
-    def counts(self):
-        rows = self._read(sa.select(VOTES.c.status, sa.func.count()).group_by(VOTES.c.status))
-        return {status: 0 for status in STATUSES} | {status: count for status, count in rows}
+    def counts(self, source=None):
+        query = sa.select(VOTES.c.status, sa.func.count()).group_by(VOTES.c.status)
+        if source:
+            query = query.where(VOTES.c.source == source)
+        return {status: 0 for status in STATUSES} | {status: count for status, count in self._read(query)}
 
     def export(self, folder, accepted_only=True):
         """Write the pictures to train on as <label>/<hash>.png under `folder`; returns a report.

@@ -83,23 +83,19 @@ class Prediction:
     # CNN's probabilities, or the ImageNet model's mass on each of our classes.
     distribution: list = field(default_factory=list)
     under_the_hood: list = field(default_factory=list)  # one plain line per stage (service.answer)
+    bundle_version: str | None = None  # the bundle that answered (service.registry: versions swap while serving)
     picture_hash: str | None = None  # sha256 of the uploaded file's bytes (pixels for arrays), 32 hex digits
     log_id: int | None = None
 
 
 class Predictor:
     def __init__(self, bundle, log=None, config=PredictorConfig(), tracker=None):
-        self.bundle = bundle
         self.log = log
         # Anything with record(metrics, answered class): monitoring.tracking.UploadTracker queues
         # each upload for MLflow and writes it off the request path.
         self.tracker = tracker
         self.config = config
-        self.reference = None
-        if bundle.monitoring_reference is not None:
-            from monitoring import as_reference
-
-            self.reference = as_reference(bundle.monitoring_reference)
+        self.swap(bundle)
         # TensorFlow serialises model calls anyway; the lock keeps two request threads from
         # entering the Keras model at once. The ImageNet fallback runs on its own single thread
         # (the TFLite interpreter is not thread-safe), beside the CNN.
@@ -111,6 +107,25 @@ class Predictor:
 
             threadpool_limits(config.blas_threads, user_api="blas")
 
+    def swap(self, bundle):
+        """Serve `bundle` from the next request on. A request reads the bundle once, at its start,
+        and keeps it to the end: no answer mixes two bundles, and none fails for the swap."""
+        reference = None
+        if bundle.monitoring_reference is not None:
+            from monitoring import as_reference
+
+            reference = as_reference(bundle.monitoring_reference)
+        bundle.version  # noqa: B018 (read now, off the request path: it may hash the model file)
+        self._serving = (bundle, reference)  # one assignment: atomic between threads
+
+    @property
+    def bundle(self):
+        return self._serving[0]
+
+    @property
+    def reference(self):
+        return self._serving[1]
+
     @property
     def class_names(self):
         return self.bundle.class_names
@@ -118,6 +133,7 @@ class Predictor:
     def predict(self, source):
         """One upload (bytes, a path, a file, a PIL image or an array) -> Prediction; ImageError
         with a plain message for a bad file, Busy when the decode budget stays full."""
+        bundle, reference = self._serving
         with self.decode_budget.decode():
             data = read_upload(source)
             image = open_image(data if data is not None else source, self.config.draft_side, self.decode_budget)
@@ -125,46 +141,46 @@ class Predictor:
             # a few pixels are two pictures), or the pixels of a picture handed over decoded.
             picture_hash = hashlib.sha256(data if data is not None else np.asarray(image).tobytes()).hexdigest()[:32]
             del data  # the file's bytes leave the budget with its decode
-        p, rule, gate = self.bundle.preprocessing, self.bundle.answer_rule, self.bundle.noise_gate
+        p, rule, gate = bundle.preprocessing, bundle.answer_rule, bundle.noise_gate
         pixels = to_uint8(image, p)
         thumbnail = is_thumbnail(image, p)
         correlation = None if gate is None else gate.judge(image, pixels)
         static = correlation is not None and correlation < gate.threshold_
         consultation = None
-        if not static and self.bundle.fallback is not None:
-            consultation = self.bundle.fallback.consult(to_mode(image, 3), runner=self._fallback_runner)
+        if not static and bundle.fallback is not None:
+            consultation = bundle.fallback.consult(to_mode(image, 3), runner=self._fallback_runner)
             if self.config.fallback_alongside and not thumbnail:
                 # The rule asks the ImageNet model about nearly every photo (494 of 500 ImageNet
                 # samples), so it starts now and runs beside the CNN: p50 23.6 -> 21.0 ms,
                 # p95 30.3 -> 26.2 ms (bench.predict_latency --compare).
                 consultation.start()
         with self._model_lock:
-            embedding = self.bundle.embed(to_float(pixels[None], p.scale))
+            embedding = bundle.embed(to_float(pixels[None], p.scale))
         probabilities, features = embedding.probabilities[0], embedding.features[0]
-        ood_inlier, ood_score = self._ood(embedding, int(np.argmax(probabilities)))
+        ood_inlier, ood_score = _ood(bundle.ood_detector, embedding, int(np.argmax(probabilities)))
         if static:
             decision = rule.refuse_noise(correlation, gate.natural_min_)
         else:
-            decision = rule.decide(probabilities, ood_inlier, consultation, self.class_names, thumbnail)
+            decision = rule.decide(probabilities, ood_inlier, consultation, bundle.class_names, thumbnail)
             if consultation is not None:
                 consultation.cancel()  # a run the rule did not ask for, if it is still waiting
         imagenet_top = None if consultation is None or consultation.result is None else consultation.result.top
-        cnn_top = [(name, float(probabilities[i])) for i, name in _top(probabilities, self.config.top_k, self.class_names)]
+        cnn_top = [(name, float(probabilities[i])) for i, name in _top(probabilities, self.config.top_k, bundle.class_names)]
         # Everything the rule says, in one visit: the verdict line and what each stage said.
-        message = verdict(decision, self.class_names)
-        hood = under_the_hood(decision, self.class_names, cnn_top, None if correlation is None else (correlation, gate.threshold_),
+        message = verdict(decision, bundle.class_names)
+        hood = under_the_hood(decision, bundle.class_names, cnn_top, None if correlation is None else (correlation, gate.threshold_),
                               None if ood_inlier is None else (ood_inlier, ood_score), imagenet_top, thumbnail)
         # The answering stage's shares of our classes; after a refusal, those of the last stage
         # that judged (the fallback's masses when it was asked, else the CNN's probabilities).
         shares = probabilities if decision.class_masses is None or decision.answered_by == CNN else np.asarray(decision.class_masses)
         by_answer = self.config.gallery_from == "answer"
-        gallery = self.bundle.gallery
+        gallery = bundle.gallery
         neighbours = [] if gallery is None else gallery_for(
             gallery, shares if by_answer else probabilities, pixels if gallery.metric == "l1-pixels" else features,
             k=self.config.gallery_size, mode=self.config.gallery_mode, tie_breaker=probabilities if by_answer else None)
         prediction = Prediction(
             answered_by=decision.answered_by,
-            label=None if decision.class_index is None else self.class_names[decision.class_index],
+            label=None if decision.class_index is None else bundle.class_names[decision.class_index],
             confidence=float(decision.confidence), message=message, detail=decision.detail,
             top_classes=cnn_top, ood_inlier=ood_inlier, ood_score=ood_score, imagenet_top=imagenet_top,
             refused_by=decision.refused_by, refusal=decision.refusal, noise_correlation=correlation,
@@ -172,10 +188,10 @@ class Predictor:
             gallery=[neighbour for neighbour in neighbours if neighbour.thumbnail is not None],
             model_input=pixels, image=image, cnn_probabilities=probabilities, picture_hash=picture_hash,
             distribution=[] if decision.refused else [
-                (name, float(shares[i])) for i, name in _top(shares, len(shares), self.class_names, probabilities)],
-            under_the_hood=hood,
+                (name, float(shares[i])) for i, name in _top(shares, len(shares), bundle.class_names, probabilities)],
+            under_the_hood=[*hood, f"Answered by model version {bundle.version}."], bundle_version=bundle.version,
         )
-        prediction.log_id = self._log(prediction)
+        prediction.log_id = self._log(prediction, reference, bundle.class_names)
         return prediction
 
     def dashboard(self):
@@ -185,20 +201,12 @@ class Predictor:
             return None
         return render(self.log, self.reference)
 
-    def _ood(self, embedding, predicted):
-        detector = self.bundle.ood_detector
-        if detector is None:
-            return None, None
-        features = getattr(embedding, detector.reads)
-        score = float(detector.decision_function(features, np.array([predicted]))[0])
-        return bool(score >= 0), score
-
-    def _log(self, prediction):
+    def _log(self, prediction, reference, class_names):
         if self.log is None and self.tracker is None:
             return None
         from monitoring import LogError, upload_metrics
 
-        metrics = upload_metrics(prediction.model_input, prediction.cnn_probabilities, self.reference, self.class_names)
+        metrics = upload_metrics(prediction.model_input, prediction.cnn_probabilities, reference, class_names)
         if self.tracker is not None:
             self.tracker.record(metrics, prediction.label)
         if self.log is None:
@@ -216,6 +224,13 @@ class Predictor:
             # The visitor still gets the answer; the operator's log says the row is missing.
             LOGGER.warning("%s", error)
             return None
+
+
+def _ood(detector, embedding, predicted):
+    if detector is None:
+        return None, None
+    score = float(detector.decision_function(getattr(embedding, detector.reads), np.array([predicted]))[0])
+    return bool(score >= 0), score
 
 
 def _top(scores, k, class_names, tie_breaker=None):

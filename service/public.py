@@ -23,7 +23,7 @@ from PIL import Image
 from bundle.atomic import write_bytes_atomic
 from bundle.images import ImageError, to_mode
 from monitoring.log import LogError
-from service.answer import relabel_message
+from service.answer import FALLBACK, relabel_message
 from service.corrections import CorrectionError, CorrectionStoreError
 from service.limits import LimitExceeded
 
@@ -69,11 +69,24 @@ class PublicService:
                 prediction = self.predictor.predict(source)
         except LimitExceeded as error:
             raise VisitorError(str(error)) from None
-        token = self.memory.keep(
-            correction_png(prediction.image), prediction.picture_hash, prediction.label, prediction.answered_by,
-            [n.class_name for n in prediction.gallery], prediction.log_id)
+        png = correction_png(prediction.image)
+        token = self.memory.keep(png, prediction.picture_hash, prediction.label, prediction.answered_by,
+                                 [n.class_name for n in prediction.gallery], prediction.log_id)
+        self._learn_from_fallback(prediction, png)
         prediction.image = None  # the decoded upload goes no further than this call
         return Classified(prediction, token)
+
+    def _learn_from_fallback(self, prediction, png):
+        """An upload the ImageNet fallback answered surely joins the review queue, labelled by it."""
+        if self.corrections is None or prediction.answered_by != FALLBACK:
+            return
+        threshold = self.predictor.bundle.answer_rule.teach_mass_threshold
+        if threshold >= 1.0 or prediction.confidence < threshold:  # 1.0: this bundle teaches nothing
+            return
+        try:
+            self.corrections.teach(png, prediction.picture_hash, prediction.label, prediction.confidence)
+        except CorrectionStoreError as error:  # the visitor still gets the answer
+            LOGGER.warning("%s", error)
 
     def correct_by_gallery(self, token, index, client="local", session=""):
         """The visitor clicked gallery picture `index` (0-based, as shown) of the upload behind `token`."""

@@ -43,6 +43,7 @@ class Answer(BaseModel):
     top_classes: list[Share]  # the answering stage's shares of our classes, best first; [] when refused
     gallery: list[GalleryItem]  # the nearest training pictures, in the order the page shows them
     token: str  # send it back with a correction, within the hour
+    bundle_version: str | None = None  # the bundle that answered (versions swap while the app serves)
 
 
 class Correction(BaseModel):
@@ -102,7 +103,7 @@ def answer_json(prediction, token):
         "verdict": prediction.message, "detail": prediction.detail,
         "top_classes": [{"class_name": name, "share": float(share)} for name, share in prediction.distribution[:5]],
         "gallery": [{"class_name": n.class_name, "id": int(n.index)} for n in prediction.gallery],
-        "token": token,
+        "token": token, "bundle_version": prediction.bundle_version,
     }
 
 

@@ -47,7 +47,8 @@ def check_one_story(prediction, class_names):
         assert prediction.distribution[0][1] == pytest.approx(prediction.confidence)
         assert gallery[0] == prediction.label, (prediction.label, gallery)
         assert prediction.label.replace("_", " ") in prediction.message
-    hood = prediction.under_the_hood
+    *hood, version = prediction.under_the_hood
+    assert version == f"Answered by model version {prediction.bundle_version}." and prediction.bundle_version
     assert len(hood) == len(STAGES) and all(line.startswith(stage) for line, stage in zip(hood, STAGES)), hood
     if prediction.noise_correlation is None:  # a picture too small for the gate
         assert "did not judge" in hood[0]

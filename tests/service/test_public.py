@@ -52,7 +52,7 @@ def test_a_session_token_allows_a_correction(service, ship, tmp_path):
     assert isinstance(result.token, str) and len(result.token) >= 16
     chosen = prediction.gallery[2].class_name
     assert service.correct_by_gallery(result.token, 2, ALICE, "session-1") == relabel_message(chosen)
-    [vote] = service.corrections.votes()
+    [vote] = service.corrections.votes(source="visitor")
     assert (vote.label, vote.status) == (chosen, "pending")
     assert (vote.answer, vote.answered_by) == (prediction.label, prediction.answered_by)
     assert vote.picture == prediction.picture_hash and vote.session == "session-1"
@@ -68,14 +68,14 @@ def test_a_correction_by_name_takes_the_label_as_the_page_shows_it(service, ship
     token = service.classify(ship, client=ALICE).token
     message = service.correct_by_name(token, "large omnivores and herbivores", ALICE)
     assert message == relabel_message("large_omnivores_and_herbivores")
-    assert [v.label for v in service.corrections.votes()] == ["large_omnivores_and_herbivores"]
+    assert [v.label for v in service.corrections.votes(source="visitor")] == ["large_omnivores_and_herbivores"]
 
 
 @pytest.mark.parametrize("token", [None, "", "made-up-token", 7])
 def test_a_correction_needs_a_token_the_server_gave(service, token):
     with pytest.raises(VisitorError, match="Classify a picture first"):
         service.correct_by_gallery(token, 0, ALICE)
-    assert service.corrections.votes() == []
+    assert service.corrections.votes(source="visitor") == []
 
 
 def test_the_decoded_upload_is_not_kept(service, example_photos):
@@ -101,7 +101,7 @@ def test_the_same_voter_cannot_vote_twice_on_one_picture(service, ship):
     assert again != first
     with pytest.raises(VisitorError, match="already sent a correction for this picture"):
         service.correct_by_gallery(again, 3, ALICE, "another-tab")
-    assert len(service.corrections.votes()) == 1
+    assert len(service.corrections.votes(source="visitor")) == 1
 
 
 def test_two_visitors_votes_on_one_picture_stay_side_by_side(service, ship):
@@ -122,7 +122,7 @@ def test_invalid_gallery_indices_are_refused(service, ship, index):
         index = len(result.prediction.gallery)
     with pytest.raises(VisitorError, match="That gallery picture does not exist"):
         service.correct_by_gallery(result.token, index, ALICE)
-    assert service.corrections.votes() == []
+    assert service.corrections.votes(source="visitor") == []
 
 
 @pytest.mark.parametrize("label, message", [
@@ -133,7 +133,7 @@ def test_unknown_labels_are_refused(service, ship, label, message):
     token = service.classify(ship, client=ALICE).token
     with pytest.raises(VisitorError, match=message):
         service.correct_by_name(token, label, ALICE)
-    assert service.corrections.votes() == []
+    assert service.corrections.votes(source="visitor") == []
 
 
 def test_too_many_uploads_get_a_plain_message(bundle, ship, tmp_path):
@@ -157,7 +157,7 @@ def test_too_many_corrections_get_a_plain_message(bundle, example_photos, tmp_pa
     service.correct_by_gallery(tokens[0], 1, ALICE)
     with pytest.raises(VisitorError, match=r"^Too many corrections from you in the last minute \(the limit is 1\)"):
         service.correct_by_gallery(tokens[1], 1, ALICE)
-    assert len(service.corrections.votes()) == 1
+    assert len(service.corrections.votes(source="visitor")) == 1
 
 
 def test_one_visitor_cannot_hold_every_place_in_the_queue(bundle, ship, tmp_path):

@@ -1,0 +1,216 @@
+"""The learning step: the champion's CNN fine-tuned on the reviewed learning pictures, exported,
+and everything that reads its features refitted; a new bundle version beside the champion.
+
+    python -m pipeline.learn [--bundle assets] [--corrections state/corrections.sqlite] [--out state/bundles]
+                             [--data-dir DIR] [--gate] [--promote]
+    version_dir = learn(champion_dir, material, out_root, data_dir, LearnConfig())
+
+The learning pictures are the corrections store's accepted votes (service.corrections: visitors'
+labels and the ImageNet fallback's sure answers), one per picture. A fixed fraction of them, chosen
+by their hash (so the same picture is always on the same side), is held out for the gate
+(pipeline.gate), never trained on. Then, in minutes on a CPU:
+1. the CNN is fine-tuned on the rest with a replay of the original training split (classifier.fine_tune);
+2. it is exported (model.keras, model.tflite) into a new folder, a copy of the champion's;
+3. its temperature is refitted on the validation split;
+4. the build's own stages refit what reads the features: the OOD detector (the champion's kind,
+   with its settings), the gallery (the learning pictures join it), the monitoring reference, and
+   the answer rule's thresholds (pipeline.fallback_stage's tuning). They see a class-balanced
+   sample of the training split (`train_per_class`) with the learning pictures, and the whole
+   validation and test splits.
+The folder gets learning.json (the config, each source's counts, the pictures' hashes, the
+champion it came from) and the manifest names its version. The error-analysis figures are the
+champion's until `python -m pipeline.errors_stage --assets DIR` redraws them; they are removed.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from bundle.atomic import write_json_atomic
+from bundle.files import MANIFEST
+from classifier.fine_tune import FineTuneConfig
+
+LEARNING_FILE = "learning.json"
+STALE_FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png")
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    held_out_fraction: float = 0.2  # of the learning pictures, by hash: the gate's, never trained on
+    max_new_pictures: int = 2000  # the newest beyond it wait for the next step
+    train_per_class: int = 400  # original training pictures per class the refitted stages see
+    stages: tuple = ("ood", "gallery", "monitoring", "fallback")
+    seed: int = 0
+
+
+@dataclass
+class Material:
+    """Learning pictures as the CNN sees them."""
+    x: np.ndarray  # uint8, the model's input size
+    y: np.ndarray  # class indices
+    hashes: tuple
+    sources: tuple
+
+    def subset(self, keep):
+        keep = np.asarray(keep, bool)
+        return Material(self.x[keep], self.y[keep], tuple(np.asarray(self.hashes)[keep]), tuple(np.asarray(self.sources)[keep]))
+
+    def counts(self, class_names):
+        return {source: {name: int(np.sum((np.asarray(self.sources) == source) & (self.y == index)))
+                         for index, name in enumerate(class_names)} for source in sorted(set(self.sources))}
+
+
+def is_held_out(picture_hash, fraction):
+    """Whether a learning picture is the gate's: a fixed share of hashes, whatever else is in the queue."""
+    return int(str(picture_hash)[:8], 16) / 16 ** 8 < fraction
+
+
+def read_material(store_target, class_names, preprocessing, limit=None):
+    """The accepted learning pictures of a corrections store (a SQLite file or a PostgreSQL URL)."""
+    from bundle.images import to_uint8
+    from service.corrections import CorrectionStore
+
+    store = CorrectionStore(store_target, class_names)
+    try:
+        rows = store.learning_pictures()[-limit:] if limit else store.learning_pictures()
+        x = [to_uint8(store.picture(picture), preprocessing) for picture, _, _ in rows]
+    finally:
+        store.close()
+    shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)
+    return Material(np.stack(x) if x else np.zeros(shape, np.uint8),
+                    np.array([class_names.index(label) for _, label, _ in rows], np.int64),
+                    tuple(row[0] for row in rows), tuple(row[2] for row in rows))
+
+
+def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=print):
+    """Write a new bundle version under out_root from the champion folder; returns its folder."""
+    import keras
+
+    from classifier.calibration import fit_temperature
+    from classifier.dataset import prepare_dataset
+    from classifier.evaluate import evaluate
+    from classifier.fine_tune import fine_tune
+    from pipeline.bundle_files import export_model, recorded_data_config
+    from pipeline.context import BuildContext
+    from service.bundle import Bundle
+
+    started = time.perf_counter()
+    champion_dir = Path(champion_dir)
+    champion = Bundle.load(champion_dir, with_fallback=False)
+    held = np.array([is_held_out(h, config.held_out_fraction) for h in material.hashes], bool)
+    train_part = material.subset(~held)
+    if len(train_part.y) == 0:
+        raise ValueError("No accepted learning pictures to learn from (review the queue first).")
+    data_config = replace(recorded_data_config(champion_dir), data_dir=str(data_dir))
+    dataset = prepare_dataset(data_config)
+    log(f"[learn] {len(train_part.y)} pictures to learn from, {int(held.sum())} held out for the gate; "
+        f"champion {champion.version}")
+    model = keras.saving.load_model(champion_dir / champion.manifest["keras_model"], compile=False)
+    model, report = fine_tune(model, train_part.x, train_part.y, dataset, config.fine_tune)
+    log(f"[learn] fine-tuned in {report['seconds']:.0f} s")
+
+    identity = {"champion": champion.version, "pictures": sorted(train_part.hashes), "config": asdict(config)}
+    version = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + hashlib.sha256(
+        json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    work = Path(out_root) / f"{version}.building"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(champion_dir, work, ignore=shutil.ignore_patterns("reports", *STALE_FIGURES))
+    model = export_model(model, work)
+    manifest = json.loads((work / MANIFEST).read_text())
+    manifest.update(version=version, parent=champion.version)
+    manifest.pop("temperature", None)
+    write_json_atomic(work / MANIFEST, manifest)
+    val_logits = Bundle.load(work, with_fallback=False).embed(dataset.x_val).logits
+    manifest["temperature"], calibration = fit_temperature(val_logits, dataset.y_val)
+    write_json_atomic(work / MANIFEST, manifest)
+
+    refit = _refit_dataset(dataset, train_part, config)
+    bundle = Bundle.load(work, with_fallback=False)
+    embeddings = {name: bundle.embed(getattr(refit, f"x_{name}")) for name in ("train", "val", "test")}
+    metrics = json.loads((champion_dir / "metrics.json").read_text())
+    metrics.pop("errors", None)
+    metrics.update(classifier=evaluate(embeddings["test"], refit, {}, work), calibration=calibration)
+    context = BuildContext(bundle, refit, embeddings, work, data_config, str(data_dir), model)
+    for stage, stage_config in _stage_configs(champion_dir, metrics, config.stages):
+        log(f"[learn] refitting: {stage}")
+        metrics[stage] = stage_config[0].run(context, *stage_config[1:])
+    learning = {
+        "version": version, "parent": champion.version, "config": asdict(config), "fine_tune": report,
+        "learnt_from": train_part.counts(bundle.class_names), "held_out": material.subset(held).counts(bundle.class_names),
+        "pictures": list(train_part.hashes), "held_out_pictures": list(material.subset(held).hashes),
+        "seconds": time.perf_counter() - started,
+    }
+    metrics["learning"] = {k: v for k, v in learning.items() if not k.endswith("pictures")}
+    write_json_atomic(work / "metrics.json", metrics)
+    write_json_atomic(work / LEARNING_FILE, learning)
+    target = Path(out_root) / version
+    work.rename(target)
+    log(f"[learn] version {version} written to {target} in {learning['seconds']:.0f} s")
+    return target
+
+
+def _refit_dataset(dataset, material, config):
+    """The split the refitted stages see: a class-balanced sample of the original training
+    pictures with the learning pictures, and the whole validation and test splits."""
+    from bundle.arrays import balanced_sample
+
+    original = None if dataset.train_augmented is None else ~np.asarray(dataset.train_augmented, bool)
+    rows = balanced_sample(dataset.y_train, config.train_per_class, original, config.seed)
+    return replace(dataset, x_train=np.concatenate([dataset.x_train[rows], material.x]),
+                   y_train=np.concatenate([dataset.y_train[rows], material.y]),
+                   train_augmented=np.zeros(len(rows) + len(material.y), bool), x_outliers=None)
+
+
+def _stage_configs(champion_dir, metrics, stages):
+    """(stage name, (module, config...)) for each refitted stage, with the champion's settings: its
+    OOD detector's kind (the table of every candidate is the build's, not the learning step's)."""
+    from pipeline import fallback_stage, gallery_stage, monitoring_stage, ood_stage
+
+    modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage, "fallback": fallback_stage}
+    chosen = metrics.get("ood", {}).get("chosen")
+    out = []
+    for stage in stages:
+        if stage == "ood" and chosen:
+            saved = json.loads((Path(champion_dir) / "ood_config.json").read_text())
+            known = {name for name in ood_stage.OODConfig.__dataclass_fields__}
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+            out.append((stage, (ood_stage, replace(ood_stage.OODConfig(**values), methods=(chosen,), default_method=chosen))))
+        else:
+            out.append((stage, (modules[stage],)))
+    return out
+
+
+def main(argv=None):
+    import argparse
+
+    from bundle.images import Preprocessing
+    from pipeline.data_dir import resolve_data_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="assets", help="the champion's folder")
+    parser.add_argument("--corrections", default="state/corrections.sqlite", help="the app's store (or its postgresql:// URL)")
+    parser.add_argument("--out", default="state/bundles", help="where new versions are written")
+    parser.add_argument("--data-dir", default=None, help="the data folder (default $HONEST_DATA_DIR, else ../shared/data)")
+    parser.add_argument("--gate", action="store_true", help="then check the new version against the champion (pipeline.gate)")
+    parser.add_argument("--promote", action="store_true", help="then promote it if the gate passes (implies --gate)")
+    args = parser.parse_args(argv)
+    manifest = json.loads((Path(args.bundle) / MANIFEST).read_text())
+    material = read_material(args.corrections, tuple(manifest["class_names"]), Preprocessing.from_dict(manifest["preprocessing"]),
+                             LearnConfig.max_new_pictures)
+    data_dir = resolve_data_dir(args.data_dir)
+    version_dir = learn(args.bundle, material, args.out, data_dir)
+    if args.gate or args.promote:
+        from pipeline.gate import check_and_register
+
+        check_and_register(args.bundle, version_dir, args.corrections, data_dir, promote=args.promote)
+    return version_dir
+
+
+if __name__ == "__main__":
+    main()
