@@ -12,7 +12,7 @@ training one trains the other. Every epoch mixes three kinds of picture:
   what the CNN knew of CIFAR-10;
 - outliers (pictures of none of our classes, the build's outlier exposure) with the uniform
   distribution as their target and half the weight, so the CNN stays unsure of strangers.
-The frozen whitening layer stays frozen. Batches get the training's flips and 2-pixel shifts.
+An airbench net's frozen whitening layer stays frozen. Batches get the training's flips and 2-pixel shifts.
 """
 
 import time
@@ -79,13 +79,14 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
 
 
 def training_model(model):
-    """pixels -> the serving model's trunk and logits, one view, sharing its layers (whitening frozen)."""
+    """pixels -> logits, one view, sharing the serving model's layers. An airbench net's serving
+    model averages test-time views, so its trunk is rebuilt on one view (its whitening frozen);
+    another preset's serving model already runs one view up to its "logits" layer."""
     import keras
 
     names = [layer.name for layer in model.layers]
-    if "whiten" not in names or "pooled" not in names:
-        raise ValueError("Only an airbench CNN (layers normalize ... pooled, features, logits) can be fine-tuned here; "
-                         "rebuild other presets with python -m pipeline.build.")
+    if "whiten" not in names:
+        return keras.Model(model.inputs[0], model.get_layer("logits").output, name="fine_tune")
     model.get_layer("whiten").trainable = False
     inputs = keras.Input(model.inputs[0].shape[1:])
     x = inputs

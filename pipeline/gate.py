@@ -33,6 +33,7 @@ class GateConfig:
     all_classes_accuracy: float = 0.005
     thumbnails_right: float = 0.01
     thumbnails_wrong: float = 0.005
+    photos_cnn_top1: float = 0.0
     photos_right: float = 0.0
     photos_wrong: float = 0.0
     photos_others_refused: float = 0.0

@@ -168,21 +168,32 @@ def _refit_dataset(dataset, material, config):
 
 
 def _stage_configs(champion_dir, metrics, stages):
-    """(stage name, (module, config...)) for each refitted stage, with the champion's settings: its
-    OOD detector's kind (the table of every candidate is the build's, not the learning step's)."""
+    """[(stage, (module, config))] for each refitted stage, with the settings the champion was built
+    with (its config.json, its ood_config.json) and its OOD detector's kind: the table of every
+    candidate is the build's choice, not the learning step's."""
     from pipeline import fallback_stage, gallery_stage, monitoring_stage, ood_stage
+    from service.answer import AnswerRule
 
     modules = {"ood": ood_stage, "gallery": gallery_stage, "monitoring": monitoring_stage, "fallback": fallback_stage}
-    chosen = metrics.get("ood", {}).get("chosen")
+    classes = {"ood": ood_stage.OODConfig, "gallery": gallery_stage.GalleryConfig, "fallback": fallback_stage.FallbackConfig}
+    recorded = dict(json.loads((Path(champion_dir) / "config.json").read_text()).get("stage_configs", []))
+    ood_file = Path(champion_dir) / "ood_config.json"
+    if ood_file.exists():
+        recorded["ood"] = json.loads(ood_file.read_text())
     out = []
     for stage in stages:
-        if stage == "ood" and chosen:
-            saved = json.loads((Path(champion_dir) / "ood_config.json").read_text())
-            known = {name for name in ood_stage.OODConfig.__dataclass_fields__}
-            values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
-            out.append((stage, (ood_stage, replace(ood_stage.OODConfig(**values), methods=(chosen,), default_method=chosen))))
-        else:
+        if stage not in recorded or stage not in classes:
             out.append((stage, (modules[stage],)))
+            continue
+        known = classes[stage].__dataclass_fields__
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded[stage].items() if k in known}
+        if isinstance(values.get("rule"), dict):
+            values["rule"] = AnswerRule.from_dict(values["rule"])
+        config = classes[stage](**values)
+        chosen = metrics.get("ood", {}).get("chosen")
+        if stage == "ood" and chosen:
+            config = replace(config, methods=(chosen,), default_method=chosen)
+        out.append((stage, (modules[stage], config)))
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.build import STAGES, build, smoke_config
+from pipeline.build import STAGES
 from pipeline.fallback_stage import FallbackConfig
 from service.answer import CNN, FALLBACK, RULE_FILE, AnswerRule
 from service.bundle import Bundle
@@ -19,16 +19,6 @@ from service.predictor import Predictor
 # folder's imagenet-samples/): the fallback is an ImageNet model, so it knows these well.
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS_OF_OUR_CLASSES = {"container_ship": "ship", "airliner": "airplane", "banana": "fruit_and_vegetables"}
-
-
-@pytest.fixture(scope="module")
-def smoke_bundle(tmp_path_factory, shared_data):
-    root = tmp_path_factory.mktemp("build")
-    # A report from another command (the model ladder) in the bundle that the build replaces.
-    (root / "bundle" / "reports").mkdir(parents=True)
-    (root / "bundle" / "reports" / "ladder.md").write_text("# Model ladder\n")
-    metrics = build(smoke_config(root / "bundle", root / "runs", str(shared_data)), verbose=0)
-    return root / "bundle", metrics
 
 
 def test_every_artefact_is_written(smoke_bundle):
