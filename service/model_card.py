@@ -1,4 +1,7 @@
-"""The Model tab's text: what the bundle is and how well it does, from its metrics.json."""
+"""The Model tab's text: what the bundle is and how well it does, from its metrics.json (and, for a
+version the learning step made, its gate.json)."""
+
+from bundle.files import read_json
 
 
 def model_card_markdown(bundle):
@@ -39,12 +42,38 @@ def model_card_markdown(bundle):
             row = per_class.get(name)
             if row:
                 lines.append(f"| {name.replace('_', ' ')} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1-score']:.2f} |")
+    lines += _learning_lines(metrics.get("learning"), read_json(bundle.directory / "gate.json", None))
     lines += _answer_rule_lines(bundle.answer_rule)
     lines += _measured_lines(metrics.get("fallback", {}).get("measured"))
     lines += _ood_lines(metrics.get("ood", {}))
     lines += _error_lines(metrics.get("errors", {}), metrics.get("classifier", {}).get("test_images"))
     lines += _ladder_lines(bundle.directory / "reports" / "ladder.md")
     return "\n".join(lines)
+
+
+def _learning_lines(learning, gate):
+    """What a version made by the learning step (pipeline.learn) learnt from, and its gate's table."""
+    if not learning:
+        return []
+    sources = {"visitor": "labels visitors gave", "fallback": "the ImageNet fallback's sure answers"}
+    counts = "; ".join(f"{sum(by_class.values())} from {sources.get(source, source)} ("
+                       + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in by_class.items() if n) + ")"
+                       for source, by_class in learning["learnt_from"].items())
+    lines = ["", "## What this version learnt", (
+        f"Version `{learning['version']}`, fine-tuned from `{learning['parent']}` on {counts}, all reviewed and accepted; "
+        f"{sum(sum(c.values()) for c in learning['held_out'].values())} more were held out for the gate.")]
+    if gate and gate.get("rows"):
+        lines += ["", f"The gate ({'passed' if gate['passed'] else 'refused'}), both versions on the same pictures:", "",
+                  "| | before | after |", "|---|---|---|"]
+        lines += [f"| {row['what']} | {_share(row['champion'], row['row'])} | {_share(row['challenger'], row['row'])} |"
+                  for row in gate["rows"]]
+    return lines
+
+
+def _share(value, row):
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if row.endswith("auroc") else f"{value:.1%}"
 
 
 def _ladder_lines(path):
