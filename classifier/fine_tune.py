@@ -7,12 +7,12 @@ The serving model (pixels -> test-time views -> features -> logits -> probabilit
 layers with a plain training model built here (pixels -> the same trunk -> the same logits), so
 training one trains the other. Every epoch mixes three kinds of picture:
 - the new pictures, each seen `new_repeats` times (a few hundred photos would drown otherwise);
-- a fixed replay sample of the original training split, whose targets blend the label with the
-  shipped model's own probabilities (learning without forgetting: Li and Hoiem 2016), which keeps
-  what the CNN knew of CIFAR-10;
+- a replay sample of the original training split, drawn afresh each epoch, which keeps what the
+  CNN knew of CIFAR-10;
 - outliers (pictures of none of our classes, the build's outlier exposure) with the uniform
   distribution as their target and half the weight, so the CNN stays unsure of strangers.
-An airbench net's frozen whitening layer stays frozen. Batches get the training's flips and 2-pixel shifts.
+Batch normalisation is frozen (its statistics stay the training split's), as is an airbench net's
+whitening layer. Batches get the training's flips and 2-pixel shifts.
 """
 
 import time
@@ -33,8 +33,9 @@ class FineTuneConfig:
     label_smoothing: float = 0.2
     new_repeats: int = 3
     replay_pictures: int = 8000
-    # Share of a replay picture's target taken from the shipped model's probabilities.
-    distillation: float = 0.5
+    # Batch normalisation keeps the statistics and offsets it learnt on the whole training split:
+    # batches that mix in a few hundred photos would otherwise pull them towards those.
+    freeze_batchnorm: bool = True
     outliers: int = 2000
     outlier_weight: float = 0.5
     translate: int = 2
@@ -49,42 +50,45 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
     rng = np.random.default_rng(config.seed)
     keras.utils.set_random_seed(config.seed)
     classes = len(dataset.class_names)
-    training = training_model(model)
+    training = training_model(model, config.freeze_batchnorm)
     original = np.flatnonzero(~np.asarray(dataset.train_augmented, bool)) if dataset.train_augmented is not None \
         else np.arange(len(dataset.y_train))
-    replay = rng.choice(original, min(config.replay_pictures, len(original)), replace=False)
-    replay_x, replay_y = dataset.x_train[replay], dataset.y_train[replay]
-    shipped = model.predict(to_float(replay_x, 1 / 255), batch_size=512, verbose=0)
-    replay_targets = (1 - config.distillation) * np.eye(classes)[replay_y] + config.distillation * shipped
-    outliers = np.zeros((0, *dataset.x_train.shape[1:]), np.uint8)
-    if dataset.x_outliers is not None and config.outliers:
-        outliers = dataset.x_outliers[rng.choice(len(dataset.x_outliers), min(config.outliers, len(dataset.x_outliers)), replace=False)]
-    x = np.concatenate([np.repeat(new_x, config.new_repeats, axis=0), replay_x, outliers])
-    targets = np.concatenate([np.eye(classes)[np.repeat(new_y, config.new_repeats)], replay_targets,
-                              np.full((len(outliers), classes), 1 / classes)]).astype(np.float32)
-    weights = np.concatenate([np.ones(len(x) - len(outliers)), np.full(len(outliers), config.outlier_weight)]).astype(np.float32)
-    steps = config.epochs * -(-len(x) // config.batch_size)
+    new_x, new_targets = np.repeat(new_x, config.new_repeats, axis=0), np.eye(classes)[np.repeat(new_y, config.new_repeats)]
+    replay_size = min(config.replay_pictures, len(original))
+    outlier_size = 0 if dataset.x_outliers is None else min(config.outliers, len(dataset.x_outliers))
+    steps = config.epochs * -(-(len(new_x) + replay_size + outlier_size) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_steps=max(1, steps // 10),
                                                       warmup_target=config.learning_rate)
     training.compile(keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay),
                      keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing))
     started, losses = time.perf_counter(), []
     for _ in range(config.epochs):
+        # A fresh replay sample each epoch: more of what the CNN knew, at no extra cost per epoch.
+        replay = rng.choice(original, replay_size, replace=False)
+        outliers = dataset.x_outliers[rng.choice(len(dataset.x_outliers), outlier_size, replace=False)] if outlier_size \
+            else np.zeros((0, *new_x.shape[1:]), np.uint8)
+        x = np.concatenate([new_x, dataset.x_train[replay], outliers])
+        targets = np.concatenate([new_targets, np.eye(classes)[dataset.y_train[replay]],
+                                  np.full((len(outliers), classes), 1 / classes)]).astype(np.float32)
+        weights = np.concatenate([np.ones(len(x) - len(outliers)), np.full(len(outliers), config.outlier_weight)]).astype(np.float32)
         order = rng.permutation(len(x))
         result = training.fit(to_float(augment(x[order], rng, config.translate), 1 / 255), targets[order],
                               sample_weight=weights[order], batch_size=config.batch_size, epochs=1, verbose=verbose)
         losses.append(float(result.history["loss"][-1]))
-    return model, {"seconds": time.perf_counter() - started, "loss": losses, "new_pictures": int(len(new_x)),
-                   "replay_pictures": int(len(replay_x)), "outliers": int(len(outliers)), "steps": int(steps)}
+    return model, {"seconds": time.perf_counter() - started, "loss": losses, "new_pictures": int(len(new_y)),
+                   "replay_pictures_per_epoch": int(replay_size), "outliers_per_epoch": int(outlier_size), "steps": int(steps)}
 
 
-def training_model(model):
+def training_model(model, freeze_batchnorm=True):
     """pixels -> logits, one view, sharing the serving model's layers. An airbench net's serving
     model averages test-time views, so its trunk is rebuilt on one view (its whitening frozen);
     another preset's serving model already runs one view up to its "logits" layer."""
     import keras
 
     names = [layer.name for layer in model.layers]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and freeze_batchnorm:
+            layer.trainable = False
     if "whiten" not in names:
         return keras.Model(model.inputs[0], model.get_layer("logits").output, name="fine_tune")
     model.get_layer("whiten").trainable = False

@@ -91,3 +91,70 @@ def test_model_tab_shows_the_error_analysis(server):
             print(f"\nscreenshot: {screenshot}")
         finally:
             browser.close()
+
+
+def test_a_reviewer_works_through_the_learning_pictures(tmp_path, monkeypatch, example_photos):
+    """The admin's Review tab: the pictures themselves with their proposed labels, a filter by
+    class, one picture selected by a click and accepted, the rest of the page rejected at once."""
+    import json
+    import sqlite3
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.app_server import running_app
+    from tests.app.conftest import ASSETS
+
+    monkeypatch.setenv("HONEST_ADMIN_PASSWORD", "a reviewer's password")
+    state = tmp_path / "state"
+    votes = {"container_ship": "ship", "Siamese_cat": "cat", "pug": "dog", "airliner": "airplane"}
+    with running_app(ASSETS, state, extra_args=("--rate-limit", "0")) as (url, _):
+        for index, (photo, label) in enumerate(votes.items()):
+            visitor = {"X-Forwarded-For": f"203.0.113.{60 + index}"}
+            request = urllib.request.Request(url + "api/v1/classify", data=example_photos[photo].read_bytes(),
+                                             headers={"Content-Type": "image/jpeg", **visitor})
+            token = json.loads(urllib.request.urlopen(request, timeout=60).read())["token"]
+            request = urllib.request.Request(url + "api/v1/corrections", data=json.dumps({"token": token, "label": label}).encode(),
+                                             headers={"Content-Type": "application/json", **visitor})
+            urllib.request.urlopen(request, timeout=60).read()
+        admin = f"http://127.0.0.1:{(state / 'admin.port').read_text()}/"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page.goto(admin, wait_until="load")
+                page.locator("input[type=text]").first.fill("admin")
+                page.locator("input[type=password]").first.fill("a reviewer's password")
+                page.get_by_role("button", name="Login").click()
+                page.get_by_role("tab", name="Review").click()
+                gallery = page.locator("#review-gallery button.thumbnail-item")
+                gallery.nth(len(votes) - 1).wait_for(timeout=60_000)
+                shown_at_first = gallery.count()
+                # Only the cats.
+                page.get_by_label("Proposed class").click()
+                page.get_by_role("option", name="cat", exact=True).click()
+                page.get_by_role("button", name="Show", exact=True).click()
+                page.wait_for_function("document.querySelectorAll('#review-gallery button.thumbnail-item').length === 1",
+                                       timeout=30_000)
+                captions = page.locator("#review-gallery .caption-label").all_inner_texts()
+                gallery.first.click()
+                page.locator("#review-selected input[type=checkbox]:checked").first.wait_for(timeout=30_000)
+                page.get_by_role("button", name="Accept selected").click()
+                page.wait_for_function("/1 accepted/.test(document.querySelector('#review-outcome').innerText)", timeout=30_000)
+                # Back to every class: the three others, rejected in one go.
+                page.get_by_label("Proposed class").click()
+                page.get_by_role("option", name="all", exact=True).click()
+                page.get_by_role("button", name="Show", exact=True).click()
+                page.wait_for_function(f"document.querySelectorAll('#review-gallery button.thumbnail-item').length === {len(votes) - 1}",
+                                       timeout=30_000)
+                page.screenshot(path=str(SCREENSHOTS / "browser-review.png"), full_page=True)
+                page.get_by_role("button", name="Reject all shown").click()
+                page.wait_for_function(f"/{len(votes) - 1} rejected/.test(document.querySelector('#review-outcome').innerText)",
+                                       timeout=30_000)
+            finally:
+                browser.close()
+    assert shown_at_first == len(votes)
+    assert len(captions) == 1 and captions[0].split()[1] == "cat" and "from visitor" in captions[0], captions
+    with sqlite3.connect(state / "corrections.sqlite") as database:
+        statuses = dict(database.execute("SELECT label, status FROM votes WHERE source = 'visitor'").fetchall())
+    assert statuses == {"cat": "accepted", "ship": "rejected", "dog": "rejected", "airplane": "rejected"}, statuses
