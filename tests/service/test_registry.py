@@ -128,3 +128,30 @@ def _wait_for(condition, timeout_s=60.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_the_admins_learning_controls_promote_roll_back_and_refuse_plainly(registry, store_target, tmp_path):
+    from bundle.labels import CLASS_NAMES
+    from service.corrections import CorrectionStore
+    from service.learning import LearningControl
+
+    one, two = version_folder(tmp_path, "one"), version_folder(tmp_path, "two")
+    registry.register("one", one, gate=PASSED)
+    registry.register("two", two, parent="one", gate=PASSED)
+    registry.register("worse", two, parent="one", gate={"passed": False, "reasons": ["photos of ours: right fell"]})
+    registry.promote("one")
+    predictor = Predictor(Bundle.load(REPO / "assets"))
+    watcher = BundleWatcher(registry, predictor, Bundle.load)
+    watcher.check()
+    store = CorrectionStore(store_target, CLASS_NAMES)
+    learning = LearningControl(registry, watcher, store, store_target, tmp_path / "state")
+    try:
+        assert "Accept some learning pictures first" in learning.start()
+        assert learning.promote("two") == "Promoted two; this replica now serves two."
+        assert "did not pass the gate: photos of ours: right fell" in learning.promote("worse")
+        assert learning.rollback() == "Rolled back to one; this replica now serves one."
+        status = learning.status()
+        assert status["serving"] == "one" and status["state"] == "not started"
+        assert [v.version for v in status["versions"]] == ["worse", "two", "one"]
+    finally:
+        store.close()
