@@ -157,7 +157,7 @@ def check_and_register(champion_dir, challenger_dir, store_target, data_dir, pro
     """Gate the challenger (with the learning step's held-out pictures), write gate.json beside it,
     record both in the registry (the champion first, if the registry names none) and promote on a pass."""
     from bundle.images import Preprocessing
-    from pipeline.learn import LEARNING_FILE, read_material
+    from pipeline.learning_material import LEARNING_FILE, read_material
     from service.bundle import Bundle
     from service.registry import BundleRegistry
 

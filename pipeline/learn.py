@@ -34,8 +34,8 @@ import numpy as np
 from bundle.atomic import write_json_atomic
 from bundle.files import MANIFEST
 from classifier.fine_tune import FineTuneConfig
+from pipeline.learning_material import LEARNING_FILE, is_held_out, read_material
 
-LEARNING_FILE = "learning.json"
 STALE_FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png")
 
 
@@ -47,45 +47,6 @@ class LearnConfig:
     train_per_class: int = 400  # original training pictures per class the refitted stages see
     stages: tuple = ("ood", "gallery", "monitoring", "fallback")
     seed: int = 0
-
-
-@dataclass
-class Material:
-    """Learning pictures as the CNN sees them."""
-    x: np.ndarray  # uint8, the model's input size
-    y: np.ndarray  # class indices
-    hashes: tuple
-    sources: tuple
-
-    def subset(self, keep):
-        keep = np.asarray(keep, bool)
-        return Material(self.x[keep], self.y[keep], tuple(np.asarray(self.hashes)[keep]), tuple(np.asarray(self.sources)[keep]))
-
-    def counts(self, class_names):
-        return {source: {name: int(np.sum((np.asarray(self.sources) == source) & (self.y == index)))
-                         for index, name in enumerate(class_names)} for source in sorted(set(self.sources))}
-
-
-def is_held_out(picture_hash, fraction):
-    """Whether a learning picture is the gate's: a fixed share of hashes, whatever else is in the queue."""
-    return int(str(picture_hash)[:8], 16) / 16 ** 8 < fraction
-
-
-def read_material(store_target, class_names, preprocessing, limit=None):
-    """The accepted learning pictures of a corrections store (a SQLite file or a PostgreSQL URL)."""
-    from bundle.images import to_uint8
-    from service.corrections import CorrectionStore
-
-    store = CorrectionStore(store_target, class_names)
-    try:
-        rows = store.learning_pictures()[-limit:] if limit else store.learning_pictures()
-        x = [to_uint8(store.picture(picture), preprocessing) for picture, _, _ in rows]
-    finally:
-        store.close()
-    shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)
-    return Material(np.stack(x) if x else np.zeros(shape, np.uint8),
-                    np.array([class_names.index(label) for _, label, _ in rows], np.int64),
-                    tuple(row[0] for row in rows), tuple(row[2] for row in rows))
 
 
 def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=print):

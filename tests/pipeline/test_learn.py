@@ -8,7 +8,8 @@ import pytest
 
 from bundle.labels import CLASS_NAMES
 from pipeline.gate import GATE_FILE
-from pipeline.learn import LEARNING_FILE, is_held_out, main as learn_main
+from pipeline.learn import main as learn_main
+from pipeline.learning_material import LEARNING_FILE, is_held_out
 from service.bundle import Bundle
 from service.corrections import CorrectionStore
 from service.registry import BundleRegistry, RegistryError
