@@ -91,7 +91,7 @@ def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=
     manifest["temperature"], calibration = fit_temperature(val_logits, dataset.y_val)
     write_json_atomic(work / MANIFEST, manifest)
 
-    refit = _refit_dataset(dataset, train_part, config)
+    refit = _refit_dataset(dataset, train_part.x[:, 0] if train_part.x.ndim == 5 else train_part.x, train_part.y, config)
     bundle = Bundle.load(work, with_fallback=False)
     embeddings = {name: bundle.embed(getattr(refit, f"x_{name}")) for name in ("train", "val", "test")}
     metrics = json.loads((champion_dir / "metrics.json").read_text())
@@ -116,16 +116,16 @@ def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=
     return target
 
 
-def _refit_dataset(dataset, material, config):
+def _refit_dataset(dataset, new_x, new_y, config):
     """The split the refitted stages see: a class-balanced sample of the original training
     pictures with the learning pictures, and the whole validation and test splits."""
     from bundle.arrays import balanced_sample
 
     original = None if dataset.train_augmented is None else ~np.asarray(dataset.train_augmented, bool)
     rows = balanced_sample(dataset.y_train, config.train_per_class, original, config.seed)
-    return replace(dataset, x_train=np.concatenate([dataset.x_train[rows], material.x]),
-                   y_train=np.concatenate([dataset.y_train[rows], material.y]),
-                   train_augmented=np.zeros(len(rows) + len(material.y), bool), x_outliers=None)
+    return replace(dataset, x_train=np.concatenate([dataset.x_train[rows], new_x]),
+                   y_train=np.concatenate([dataset.y_train[rows], new_y]),
+                   train_augmented=np.zeros(len(rows) + len(new_y), bool), x_outliers=None)
 
 
 def _stage_configs(champion_dir, metrics, stages):

@@ -34,7 +34,25 @@ def is_held_out(picture_hash, fraction):
     return int(str(picture_hash)[:8], 16) / 16 ** 8 < fraction
 
 
-def read_material(store_target, class_names, preprocessing, limit=None):
+def crop_views(source, preprocessing, count, rng, min_area=0.5):
+    """(1 + count, h, w, c) uint8: the whole picture and `count` random crops of it (at least
+    min_area of it, aspect 3:4 to 4:3), each resized as the model's input."""
+    from bundle.images import open_image, to_mode, to_uint8
+
+    image = to_mode(open_image(source), preprocessing.channels)
+    width, height = image.size
+    views = [to_uint8(image, preprocessing)]
+    for _ in range(count):
+        area = rng.uniform(min_area, 1.0) * width * height
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w = int(min(width, round(np.sqrt(area * aspect))))
+        h = int(min(height, round(np.sqrt(area / aspect))))
+        left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        views.append(to_uint8(image.crop((left, top, left + w, top + h)), preprocessing))
+    return np.stack(views)
+
+
+def read_material(store_target, class_names, preprocessing, limit=None, crops=0, seed=0):
     """The accepted learning pictures of a corrections store (a SQLite file or a PostgreSQL URL)."""
     from bundle.images import to_uint8
     from service.corrections import CorrectionStore
@@ -42,7 +60,9 @@ def read_material(store_target, class_names, preprocessing, limit=None):
     store = CorrectionStore(store_target, class_names)
     try:
         rows = store.learning_pictures()[-limit:] if limit else store.learning_pictures()
-        x = [to_uint8(store.picture(picture), preprocessing) for picture, _, _ in rows]
+        rng = np.random.default_rng(seed)
+        x = [crop_views(store.picture(picture), preprocessing, crops, rng) if crops else to_uint8(store.picture(picture), preprocessing)
+             for picture, _, _ in rows]
     finally:
         store.close()
     shape = (0, preprocessing.height, preprocessing.width, preprocessing.channels)
