@@ -43,7 +43,7 @@ STALE_FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png")
 class LearnConfig:
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     held_out_fraction: float = 0.2  # of the learning pictures, by hash: the gate's, never trained on
-    max_new_pictures: int = 2000  # the newest beyond it wait for the next step
+    max_new_pictures: int = 2000  # beyond it, the pictures first by hash (a fixed choice, not the newest)
     train_per_class: int = 400  # original training pictures per class the refitted stages see
     stages: tuple = ("ood", "gallery", "monitoring", "fallback")
     seed: int = 0

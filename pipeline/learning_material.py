@@ -59,7 +59,7 @@ def read_material(store_target, class_names, preprocessing, limit=None, crops=0,
 
     store = CorrectionStore(store_target, class_names)
     try:
-        rows = store.learning_pictures()[-limit:] if limit else store.learning_pictures()
+        rows = store.learning_pictures()[:limit] if limit else store.learning_pictures()
         rng = np.random.default_rng(seed)
         x = [crop_views(store.picture(picture), preprocessing, crops, rng) if crops else to_uint8(store.picture(picture), preprocessing)
              for picture, _, _ in rows]
