@@ -43,6 +43,9 @@ STALE_FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png")
 class LearnConfig:
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     held_out_fraction: float = 0.2  # of the learning pictures, by hash: the gate's, never trained on
+    # Random crops of each learning picture (at least half of it), taken from the stored copy before
+    # it is resized: its repeats in an epoch are different views, not the same 32 pixels again.
+    crops: int = 4
     max_new_pictures: int = 2000  # beyond it, the pictures first by hash (a fixed choice, not the newest)
     train_per_class: int = 400  # original training pictures per class the refitted stages see
     stages: tuple = ("ood", "gallery", "monitoring", "fallback")
@@ -173,10 +176,11 @@ def main(argv=None):
     parser.add_argument("--promote", action="store_true", help="then promote it if the gate passes (implies --gate)")
     args = parser.parse_args(argv)
     manifest = json.loads((Path(args.bundle) / MANIFEST).read_text())
+    config = LearnConfig()
     material = read_material(args.corrections, tuple(manifest["class_names"]), Preprocessing.from_dict(manifest["preprocessing"]),
-                             LearnConfig.max_new_pictures)
+                             config.max_new_pictures, config.crops, config.seed)
     data_dir = resolve_data_dir(args.data_dir)
-    version_dir = learn(args.bundle, material, args.out, data_dir)
+    version_dir = learn(args.bundle, material, args.out, data_dir, config)
     if args.gate or args.promote:
         from pipeline.gate import check_and_register
 
