@@ -123,7 +123,7 @@ def database_check(database, voter, result):
     import psycopg
 
     with psycopg.connect(database) as connection:
-        votes = connection.execute("SELECT voter, picture, label FROM corrections.votes").fetchall()
+        votes = connection.execute("SELECT voter, picture, label FROM corrections.votes WHERE source = 'visitor'").fetchall()
         pictures = connection.execute("SELECT hash, length(png) FROM corrections.pictures").fetchall()
         logged, tagged = connection.execute("SELECT count(*), count(tag) FROM monitoring.predictions").fetchone()
     stored = {}

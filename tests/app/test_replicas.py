@@ -58,8 +58,8 @@ def admin(state):
 
 
 def review_queue(client):
-    """[(vote id, proposed label)] of the pending queue, read from the review gallery's captions."""
-    gallery = client.predict("all", "all", "pending", api_name="/review_queue")[0]
+    """[(vote id, proposed label)] of the visitors' pending votes, read from the review gallery's captions."""
+    gallery = client.predict("all", "visitor", "pending", api_name="/review_queue")[0]
     return sorted((int(m.group(1)), m.group(2)) for item in gallery
                   for m in [re.match(r"#(\d+) (\S+)", item["caption"])])
 
