@@ -31,8 +31,8 @@ class FineTuneConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.2
-    new_repeats: int = 3
-    replay_pictures: int = 8000
+    new_repeats: int = 5
+    replay_pictures: int = 12000
     # Batch normalisation keeps the statistics and offsets it learnt on the whole training split:
     # batches that mix in a few hundred photos would otherwise pull them towards those.
     freeze_batchnorm: bool = True
