@@ -56,6 +56,9 @@ class FallbackConfig:
     num_threads: int = 0  # the TFLite interpreter's threads; 0: every core of the serving machine
     crop_fraction: float = 0.875
     cache_dir: str = ".cache/fallback"
+    # Measure the tuned rule on the sets that tuned nothing (the Model tab's sentence); the learning
+    # step leaves it to its gate, which measures the same pictures.
+    measure: bool = True
     seed: int = 0
 
 
@@ -93,7 +96,7 @@ def run(context, config=FallbackConfig()):
         skipped.append("answer rule tuning: no Tiny ImageNet or imagenet-samples in the data folder; the rule keeps its defaults")
     rule.save(out_dir, tuning)
     bundle.answer_rule = rule
-    measured = _measure(context, label_map, rule) if config.tune and present else None
+    measured = _measure(context, label_map, rule) if config.tune and config.measure and present else None
     counts = {name: 0 for name in class_names}
     for index in label_map.values():
         if index is not None:

@@ -133,6 +133,26 @@ def run(context, config=OODConfig()):
     return out
 
 
+def refit(context, config=OODConfig()):
+    """Fit config.default_method alone on the training and validation features and ship it, with no
+    table (the learning step: the kind was chosen by the build, and pipeline.gate measures the
+    result); the noise gate, which reads pixels, stays as it is."""
+    from ood.baselines import logit_weights
+
+    started = time.perf_counter()
+    dataset, embeddings = context.dataset, context.embeddings
+    original = ~np.asarray(dataset.train_augmented) if dataset.train_augmented is not None else slice(None)
+    train, val = _split(embeddings["train"], dataset.y_train, original), _split(embeddings["val"], dataset.y_val)
+    weights, bias = logit_weights(context.keras_model())
+    detector = fit_candidates(config, train, val, weights, bias, len(dataset.class_names), (config.default_method,))[config.default_method]
+    detector.save(context.out_dir / OOD_FILE)
+    context.bundle.ood_detector = detector
+    write_json_atomic(context.out_dir / "ood_config.json", asdict(config))
+    return {"chosen": config.default_method, "reason": "refitted by the learning step: the kind the build chose",
+            "detector_class": type(detector).__name__, "tpr": config.tpr,
+            "thresholds": [float(t) for t in detector.thresholds_], "seconds": time.perf_counter() - started}
+
+
 def _is_ours(dataset):
     return tuple(dataset.class_names[: len(CIFAR10_CLASSES)]) == CIFAR10_CLASSES
 
