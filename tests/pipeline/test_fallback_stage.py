@@ -36,7 +36,7 @@ def test_the_stage_writes_a_folder_that_loads_and_runs(tmp_path, shared_data, da
     assert "policy" not in json.loads((folder / CONFIG_FILE).read_text())
     saved = json.loads((tmp_path / RULE_FILE).read_text())
     assert saved == {"cnn_confidence_threshold": 0.7, "fallback_mass_threshold": 0.4, "thumbnail_cnn_threshold": 0.5,
-                     "unsure_mass_threshold": 0.5, "tuning": None}
+                     "unsure_mass_threshold": 0.5, "teach_mass_threshold": 1.0, "tuning": None}
     assert AnswerRule.load(tmp_path) == AnswerRule(0.7, 0.4) == bundle.answer_rule
     assert metrics["rule"] == AnswerRule(0.7, 0.4).to_dict() and metrics["skipped"] == []
     assert metrics["imagenet_classes_per_class"]["dog"] == 119 and metrics["imagenet_classes_none"] == 704
