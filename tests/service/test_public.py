@@ -109,10 +109,10 @@ def test_two_visitors_votes_on_one_picture_stay_side_by_side(service, ship):
     bob = service.classify(ship, client=BOB)
     service.correct_by_gallery(alice.token, 1, ALICE)
     service.correct_by_name(bob.token, "truck", BOB)
-    votes = service.corrections.votes(picture=alice.prediction.picture_hash)
+    votes = service.corrections.votes(picture=alice.prediction.picture_hash, source="visitor")
     assert [v.label for v in votes] == [alice.prediction.gallery[1].class_name, "truck"]
     assert all(v.status == "pending" for v in votes) and votes[0].voter != votes[1].voter
-    assert service.corrections.counts()["pending"] == 2
+    assert service.corrections.counts("visitor")["pending"] == 2
 
 
 @pytest.mark.parametrize("index", [-1, "len", 1.5, True, "2", None])
@@ -234,3 +234,14 @@ def test_a_broken_store_gets_a_plain_message_that_names_no_database(service, shi
         service.correct_by_name(result.token, "ship", ALICE, "session-1")
     assert "try again" in str(refused.value) and "sqlite" not in str(refused.value)
     assert "corrections.sqlite" in caplog.text, "the operator's log says which store failed"
+
+
+def test_the_fallbacks_sure_answer_joins_the_queue_once_labelled_by_it(service, ship):
+    rule = service.predictor.bundle.answer_rule
+    result = service.classify(ship, client=ALICE)
+    prediction = result.prediction
+    assert prediction.answered_by == "fallback" and prediction.confidence >= rule.teach_mass_threshold < 1.0
+    service.classify(ship, client=BOB)  # the same picture again: kept once
+    [taught] = service.corrections.votes(source="fallback")
+    assert (taught.picture, taught.label, taught.status) == (prediction.picture_hash, prediction.label, "pending")
+    assert service.corrections.picture(taught.picture)  # the picture itself, for the reviewer
