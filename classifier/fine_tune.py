@@ -36,9 +36,6 @@ class FineTuneConfig:
     # Batch normalisation keeps the statistics and offsets it learnt on the whole training split:
     # batches that mix in a few hundred photos would otherwise pull them towards those.
     freeze_batchnorm: bool = True
-    # Share of a replay picture's target taken from the serving CNN's probabilities (Li and Hoiem
-    # 2016, learning without forgetting); 0: the label alone.
-    distillation: float = 0.0
     outliers: int = 2000
     outlier_weight: float = 0.5
     translate: int = 2
@@ -61,10 +58,6 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
         new_targets = np.tile(np.eye(classes)[new_y], (config.new_repeats, 1))
     else:
         new_x, new_targets = np.repeat(new_x, config.new_repeats, axis=0), np.eye(classes)[np.repeat(new_y, config.new_repeats)]
-    teacher = None
-    if config.distillation:
-        teacher = keras.models.clone_model(training)
-        teacher.set_weights(training.get_weights())
     replay_size = min(config.replay_pictures, len(original))
     outlier_size = 0 if dataset.x_outliers is None else min(config.outliers, len(dataset.x_outliers))
     steps = config.epochs * -(-(len(new_x) + replay_size + outlier_size) // config.batch_size)
@@ -79,12 +72,7 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
         outliers = dataset.x_outliers[rng.choice(len(dataset.x_outliers), outlier_size, replace=False)] if outlier_size \
             else np.zeros((0, *new_x.shape[1:]), np.uint8)
         x = np.concatenate([new_x, dataset.x_train[replay], outliers])
-        replay_targets = np.eye(classes)[dataset.y_train[replay]]
-        if teacher is not None:  # learning without forgetting: the serving CNN's own view of the replay
-            logits = teacher.predict(to_float(dataset.x_train[replay], 1 / 255), batch_size=1024, verbose=0)
-            taught = np.exp(logits - logits.max(1, keepdims=True))
-            replay_targets = (1 - config.distillation) * replay_targets + config.distillation * taught / taught.sum(1, keepdims=True)
-        targets = np.concatenate([new_targets, replay_targets,
+        targets = np.concatenate([new_targets, np.eye(classes)[dataset.y_train[replay]],
                                   np.full((len(outliers), classes), 1 / classes)]).astype(np.float32)
         weights = np.concatenate([np.ones(len(x) - len(outliers)), np.full(len(outliers), config.outlier_weight)]).astype(np.float32)
         order = rng.permutation(len(x))

@@ -107,6 +107,11 @@ class AnswerRule:
                              "rebuild it with: python -m pipeline.build")
         return cls()
 
+    def teaches(self, answered_by, confidence):
+        """Whether an answer becomes learning material: the fallback's, at least teach_mass_threshold
+        sure (1.0: none)."""
+        return answered_by == FALLBACK and self.teach_mass_threshold < 1.0 and confidence >= self.teach_mass_threshold
+
     def decide(self, cnn_probabilities, ood_inlier=True, consult=None, class_names=None, thumbnail=False):
         """cnn_probabilities: (classes,); ood_inlier: True/False, +1/-1 or None (no detector);
         consult: a callable returning the fallback's (classes,) masses, or None when there is no

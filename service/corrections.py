@@ -150,11 +150,13 @@ class CorrectionStore:
             raise
         except CorrectionError:
             return None  # seen before, or enough of this class today
-    def votes(self, status=None, picture=None, limit=None, vote_id=None, source=None):
-        """Votes, oldest first, optionally of one status, one picture, one id or one source."""
+    def votes(self, status=None, picture=None, limit=None, vote_id=None, source=None, label=None):
+        """Votes, oldest first, optionally of one status, one picture, one id, one source or one label."""
         query = sa.select(*[VOTES.c[name] for name in VOTE_COLUMNS]).order_by(VOTES.c.id)
         if source is not None:
             query = query.where(VOTES.c.source == source)
+        if label is not None:
+            query = query.where(VOTES.c.label == label)
         if status is not None:
             query = query.where(VOTES.c.status == status)
         if picture is not None:
@@ -169,13 +171,8 @@ class CorrectionStore:
         return self.votes("pending", limit=limit)
 
     def queue(self, status="pending", label=None, source=None, limit=200):
-        """Votes of one status, oldest first, optionally of one proposed label and one source."""
-        query = sa.select(*[VOTES.c[name] for name in VOTE_COLUMNS]).where(VOTES.c.status == status).order_by(VOTES.c.id)
-        if label:
-            query = query.where(VOTES.c.label == label)
-        if source:
-            query = query.where(VOTES.c.source == source)
-        return [Vote(*row) for row in self._read(query.limit(int(limit)))]
+        """What the review page shows: votes of one status, oldest first, optionally of one label and source."""
+        return self.votes(status, limit=limit, source=source or None, label=label or None)
 
     def review_many(self, vote_ids, accept, reviewer="admin"):
         """Accept or reject several votes in one transaction; returns how many changed."""

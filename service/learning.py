@@ -92,4 +92,4 @@ class LearningControl:
         if not self.log_path.exists():
             return ""
         lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(line for line in lines[-LOG_LINES:])
+        return "\n".join(lines[-LOG_LINES:])

@@ -84,6 +84,7 @@ class Prediction:
     distribution: list = field(default_factory=list)
     under_the_hood: list = field(default_factory=list)  # one plain line per stage (service.answer)
     bundle_version: str | None = None  # the bundle that answered (service.registry: versions swap while serving)
+    teaches: bool = False  # that bundle's rule makes this answer learning material (AnswerRule.teaches)
     picture_hash: str | None = None  # sha256 of the uploaded file's bytes (pixels for arrays), 32 hex digits
     log_id: int | None = None
 
@@ -190,6 +191,7 @@ class Predictor:
             distribution=[] if decision.refused else [
                 (name, float(shares[i])) for i, name in _top(shares, len(shares), bundle.class_names, probabilities)],
             under_the_hood=[*hood, f"Answered by model version {bundle.version}."], bundle_version=bundle.version,
+            teaches=rule.teaches(decision.answered_by, decision.confidence),
         )
         prediction.log_id = self._log(prediction, reference, bundle.class_names)
         return prediction

@@ -23,7 +23,7 @@ from PIL import Image
 from bundle.atomic import write_bytes_atomic
 from bundle.images import ImageError, to_mode
 from monitoring.log import LogError
-from service.answer import FALLBACK, relabel_message
+from service.answer import relabel_message
 from service.corrections import CorrectionError, CorrectionStoreError
 from service.limits import LimitExceeded
 
@@ -77,11 +77,9 @@ class PublicService:
         return Classified(prediction, token)
 
     def _learn_from_fallback(self, prediction, png):
-        """An upload the ImageNet fallback answered surely joins the review queue, labelled by it."""
-        if self.corrections is None or prediction.answered_by != FALLBACK:
-            return
-        threshold = self.predictor.bundle.answer_rule.teach_mass_threshold
-        if threshold >= 1.0 or prediction.confidence < threshold:  # 1.0: this bundle teaches nothing
+        """An upload the ImageNet fallback answered surely joins the review queue, labelled by it
+        (whether it did is the answering bundle's rule: Prediction.teaches)."""
+        if self.corrections is None or not prediction.teaches:
             return
         try:
             self.corrections.teach(png, prediction.picture_hash, prediction.label, prediction.confidence)

@@ -91,10 +91,10 @@ def open_engine(target, schema, synchronous="NORMAL", busy_timeout_s=10.0):
 
     @sa.event.listens_for(engine, "connect")
     def configure(connection, _record):
-        # Bigger pages hold three 2.5 kB thumbnails where 4 kB pages hold one (no effect on an
-        # existing file); both settings must precede the first write of a new file.
         # The busy timeout first: replicas opening one new file at once queue on its lock.
         connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        # Bigger pages hold three 2.5 kB thumbnails where 4 kB pages hold one (no effect on an
+        # existing file); both settings must precede the first write of a new file.
         connection.execute("PRAGMA page_size = 8192")
         _set_wal(connection, busy_timeout_s)
         connection.execute(f"PRAGMA synchronous = {synchronous}")
