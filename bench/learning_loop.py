@@ -146,6 +146,8 @@ def main():
               f"{record['fine_tune']['seconds']:.0f} s) on {len(record['pictures'])} pictures "
               f"({', '.join(f'{s}: {sum(c.values())}' for s, c in record['learnt_from'].items())}), "
               f"{len(record['held_out_pictures'])} held out", flush=True)
+        print("the step's parts: " + ", ".join(f"{part} {seconds:.0f} s" for part, seconds in record["seconds_by_part"].items()),
+              flush=True)
         print(format_report(gate), flush=True)
         if not gate["passed"]:
             raise SystemExit("the gate refused the new version; the champion keeps serving")

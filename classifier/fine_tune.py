@@ -36,9 +36,17 @@ class FineTuneConfig:
     # Batch normalisation keeps the statistics and offsets it learnt on the whole training split:
     # batches that mix in a few hundred photos would otherwise pull them towards those.
     freeze_batchnorm: bool = True
+    # The layers before this one keep the champion's weights (None: every layer trains).
+    first_trained_layer: str | None = None
     outliers: int = 2000
     outlier_weight: float = 0.5
     translate: int = 2
+    # Weight of the squared distance between the features of replayed and outlier pictures and the
+    # champion's features of the same pictures (0: none): what the CNN knew, kept in its features.
+    feature_distillation: float = 0.0
+    # The fine-tuned weights' share in the weights kept (WiSE-FT, Wortsman et al. 2022): the rest is
+    # the champion's. Between the two the new pictures are still learnt, and less is forgotten.
+    fine_tuned_share: float = 1.0
     seed: int = 0
 
 
@@ -50,7 +58,12 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
     rng = np.random.default_rng(config.seed)
     keras.utils.set_random_seed(config.seed)
     classes = len(dataset.class_names)
-    training = training_model(model, config.freeze_batchnorm)
+    training = training_model(model, config.freeze_batchnorm, config.first_trained_layer, bool(config.feature_distillation))
+    teacher = None
+    if config.feature_distillation:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        teacher = training_model(copy, with_features=True)
     original = np.flatnonzero(~np.asarray(dataset.train_augmented, bool)) if dataset.train_augmented is not None \
         else np.arange(len(dataset.y_train))
     if new_x.ndim == 5:  # (pictures, views, h, w, c): each repeat takes the next view (crops of the upload)
@@ -63,9 +76,11 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
     steps = config.epochs * -(-(len(new_x) + replay_size + outlier_size) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_steps=max(1, steps // 10),
                                                       warmup_target=config.learning_rate)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     training.compile(keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay),
-                     keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing))
+                     [loss, "mse"] if teacher else loss, loss_weights=[1.0, config.feature_distillation] if teacher else None)
     started, losses = time.perf_counter(), []
+    champion = [variable.numpy() for variable in model.weights]
     for _ in range(config.epochs):
         # A fresh replay sample each epoch: more of what the CNN knew, at no extra cost per epoch.
         replay = rng.choice(original, replay_size, replace=False)
@@ -76,31 +91,50 @@ def fine_tune(model, new_x, new_y, dataset, config=FineTuneConfig(), verbose=0):
                                   np.full((len(outliers), classes), 1 / classes)]).astype(np.float32)
         weights = np.concatenate([np.ones(len(x) - len(outliers)), np.full(len(outliers), config.outlier_weight)]).astype(np.float32)
         order = rng.permutation(len(x))
-        result = training.fit(to_float(augment(x[order], rng, config.translate), 1 / 255), targets[order],
-                              sample_weight=weights[order], batch_size=config.batch_size, epochs=1, verbose=verbose)
+        x, targets, weights = to_float(augment(x[order], rng, config.translate), 1 / 255), targets[order], weights[order]
+        if teacher:
+            kept = (order >= len(new_x)).astype(np.float32)  # replayed and outlier pictures
+            targets, weights = [targets, teacher.predict(x, batch_size=1024, verbose=0)[1]], [weights, kept]
+        result = training.fit(x, targets, sample_weight=weights, batch_size=config.batch_size, epochs=1, verbose=verbose)
         losses.append(float(result.history["loss"][-1]))
+    interpolate(model, champion, config.fine_tuned_share)
     return model, {"seconds": time.perf_counter() - started, "loss": losses, "new_pictures": int(len(new_y)),
                    "replay_pictures_per_epoch": int(replay_size), "outliers_per_epoch": int(outlier_size), "steps": int(steps)}
 
 
-def training_model(model, freeze_batchnorm=True):
-    """pixels -> logits, one view, sharing the serving model's layers. An airbench net's serving
-    model averages test-time views, so its trunk is rebuilt on one view (its whitening frozen);
-    another preset's serving model already runs one view up to its "logits" layer."""
+def interpolate(model, champion_weights, share):
+    """Set each of the model's weights to share * its own + (1 - share) * the champion's."""
+    if share == 1.0:
+        return
+    for variable, old in zip(model.weights, champion_weights):
+        if np.issubdtype(old.dtype, np.floating):
+            variable.assign(old + share * (variable.numpy() - old))
+
+
+def training_model(model, freeze_batchnorm=True, first_trained_layer=None, with_features=False):
+    """pixels -> logits (and features, with_features), one view, sharing the serving model's
+    layers. An airbench net's serving model averages test-time views, so its trunk is rebuilt on
+    one view (its whitening frozen); another preset's serving model already runs one view up to its
+    "logits" layer. Layers before `first_trained_layer` are frozen."""
     import keras
 
     names = [layer.name for layer in model.layers]
+    frozen = set(names[: names.index(first_trained_layer)]) if first_trained_layer else set()
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and freeze_batchnorm:
+        if layer.name in frozen or (isinstance(layer, keras.layers.BatchNormalization) and freeze_batchnorm):
             layer.trainable = False
     if "whiten" not in names:
-        return keras.Model(model.inputs[0], model.get_layer("logits").output, name="fine_tune")
-    model.get_layer("whiten").trainable = False
-    inputs = keras.Input(model.inputs[0].shape[1:])
-    x = inputs
-    for layer in model.layers[names.index("normalize"): names.index("pooled") + 1]:
-        x = layer(x)
-    return keras.Model(inputs, model.get_layer("logits")(model.get_layer("features")(x)), name="fine_tune")
+        features, logits = model.get_layer("features").output, model.get_layer("logits").output
+    else:
+        model.get_layer("whiten").trainable = False
+        inputs = keras.Input(model.inputs[0].shape[1:])
+        x = inputs
+        for layer in model.layers[names.index("normalize"): names.index("pooled") + 1]:
+            x = layer(x)
+        features = model.get_layer("features")(x)
+        logits = model.get_layer("logits")(features)
+    return keras.Model(inputs if "whiten" in names else model.inputs[0], [logits, features] if with_features else logits,
+                       name="fine_tune")
 
 
 def augment(x, rng, translate):

@@ -1,6 +1,6 @@
 """The gate: a challenger bundle against the champion, on the same data in one run.
 
-    python -m pipeline.gate --champion assets --challenger state/bundles/V [--corrections STORE] [--promote]
+    python -m pipeline.gate --champion assets --challenger state/bundles/V [--corrections STORE] [--promote] [--mlflow [FOLDER]]
     report = compare(champion_dir, challenger_dir, data_dir, held_out)     # {"rows", "passed", "reasons"}
 
 Both bundles are measured the same way, on pictures that neither trained on nor tuned anything:
@@ -24,6 +24,8 @@ import numpy as np
 from bundle.atomic import write_json_atomic
 
 GATE_FILE = "gate.json"
+MLFLOW_HELP = ("log both bundles' runs to MLflow, register them and move the `champion` alias on a promotion "
+               "(store: $MLFLOW_TRACKING_URI, else FOLDER/mlruns.db; pip install -r requirements-mlflow.txt)")
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,10 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def check_and_register(champion_dir, challenger_dir, store_target, data_dir, promote=False, log=print):
+def check_and_register(champion_dir, challenger_dir, store_target, data_dir, promote=False, mlflow_folder=None, log=print):
     """Gate the challenger (with the learning step's held-out pictures), write gate.json beside it,
-    record both in the registry (the champion first, if the registry names none) and promote on a pass."""
+    record both in the registry (the champion first, if the registry names none) and promote on a
+    pass; with mlflow_folder, log both runs to MLflow as well (pipeline.tracking.log_gate_runs)."""
     from bundle.images import Preprocessing
     from pipeline.learning_material import LEARNING_FILE, read_material
     from service.bundle import Bundle
@@ -180,6 +183,10 @@ def check_and_register(champion_dir, challenger_dir, store_target, data_dir, pro
             log(f"[gate] promoted {report['challenger']}")
     finally:
         registry.close()
+    if mlflow_folder is not None:
+        from pipeline.tracking import log_gate_runs
+
+        log_gate_runs(report, champion_dir, challenger_dir, promote and report["passed"], mlflow_folder)
     return report
 
 
@@ -194,8 +201,10 @@ def main(argv=None):
     parser.add_argument("--corrections", default="state/corrections.sqlite", help="the store the learning pictures came from")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--promote", action="store_true", help="promote the challenger if it passes")
+    parser.add_argument("--mlflow", nargs="?", const=".", default=None, metavar="FOLDER", help=MLFLOW_HELP)
     args = parser.parse_args(argv)
-    report = check_and_register(args.champion, args.challenger, args.corrections, resolve_data_dir(args.data_dir), args.promote)
+    report = check_and_register(args.champion, args.challenger, args.corrections, resolve_data_dir(args.data_dir),
+                                args.promote, args.mlflow)
     return 0 if report["passed"] else 1
 
 

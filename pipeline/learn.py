@@ -2,7 +2,7 @@
 and everything that reads its features refitted; a new bundle version beside the champion.
 
     python -m pipeline.learn [--bundle assets] [--corrections state/corrections.sqlite] [--out state/bundles]
-                             [--data-dir DIR] [--gate] [--promote]
+                             [--data-dir DIR] [--gate] [--promote] [--mlflow [FOLDER]]
     version_dir = learn(champion_dir, material, out_root, data_dir, LearnConfig())
 
 The learning pictures are the corrections store's accepted votes (service.corrections: visitors'
@@ -35,6 +35,7 @@ import numpy as np
 from bundle.atomic import write_json_atomic
 from bundle.files import MANIFEST
 from classifier.fine_tune import FineTuneConfig
+from pipeline.gate import MLFLOW_HELP, check_and_register
 from pipeline.learning_material import LEARNING_FILE, is_held_out, read_material
 
 STALE_FIGURES = ("errors_kmeans.png", "errors_dbscan.png", "activations.png")
@@ -78,8 +79,10 @@ def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=
     log(f"[learn] {len(train_part.y)} pictures to learn from, {int(held.sum())} held out for the gate; "
         f"champion {champion.version}")
     model = keras.saving.load_model(champion_dir / champion.manifest["keras_model"], compile=False)
+    loaded = time.perf_counter() - started
     model, report = fine_tune(model, train_part.x, train_part.y, dataset, config.fine_tune)
     log(f"[learn] fine-tuned in {report['seconds']:.0f} s")
+    exported = time.perf_counter()
 
     identity = {"champion": champion.version, "pictures": sorted(train_part.hashes), "config": asdict(config)}
     version = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + hashlib.sha256(
@@ -104,14 +107,17 @@ def learn(champion_dir, material, out_root, data_dir, config=LearnConfig(), log=
     metrics.pop("errors", None)
     metrics.update(classifier=evaluate(embeddings["test"], refit, {}, work), calibration=calibration)
     context = BuildContext(bundle, refit, embeddings, work, data_config, str(data_dir), model)
+    seconds = {"load": loaded, "fine_tune": report["seconds"], "export_and_embed": time.perf_counter() - exported}
     for stage, stage_config in _stage_configs(champion_dir, metrics, config.stages, len(refit.y_train) - len(train_part.y)):
-        log(f"[learn] refitting: {stage}")
+        stage_started = time.perf_counter()
         metrics[stage] = stage_config[0].run(context, *stage_config[1:])
+        seconds[stage] = time.perf_counter() - stage_started
+        log(f"[learn] refitted {stage} in {seconds[stage]:.0f} s")
     learning = {
         "version": version, "parent": champion.version, "config": asdict(config), "fine_tune": report,
         "learnt_from": train_part.counts(bundle.class_names), "held_out": material.subset(held).counts(bundle.class_names),
         "pictures": list(train_part.hashes), "held_out_pictures": list(material.subset(held).hashes),
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started, "seconds_by_part": seconds,
     }
     metrics["learning"] = {k: v for k, v in learning.items() if not k.endswith("pictures")}
     write_json_atomic(work / "metrics.json", metrics)
@@ -202,6 +208,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="the data folder (default $HONEST_DATA_DIR, else ../shared/data)")
     parser.add_argument("--gate", action="store_true", help="then check the new version against the champion (pipeline.gate)")
     parser.add_argument("--promote", action="store_true", help="then promote it if the gate passes (implies --gate)")
+    parser.add_argument("--mlflow", nargs="?", const=".", default=None, metavar="FOLDER", help=MLFLOW_HELP + " (implies --gate)")
     args = parser.parse_args(argv)
     manifest = json.loads((Path(args.bundle) / MANIFEST).read_text())
     config = LearnConfig()
@@ -209,10 +216,8 @@ def main(argv=None):
                              config.max_new_pictures, config.crops, config.seed)
     data_dir = resolve_data_dir(args.data_dir)
     version_dir = learn(args.bundle, material, args.out, data_dir, config)
-    if args.gate or args.promote:
-        from pipeline.gate import check_and_register
-
-        check_and_register(args.bundle, version_dir, args.corrections, data_dir, promote=args.promote)
+    if args.gate or args.promote or args.mlflow:
+        check_and_register(args.bundle, version_dir, args.corrections, data_dir, args.promote, args.mlflow)
     return version_dir
 
 

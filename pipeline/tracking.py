@@ -2,6 +2,7 @@
 
     log_build_run(config, metrics, history, "assets")   # python -m pipeline.build --mlflow: one run
     log_ladder_run(preset, row, config, history)         # python -m research.ladder --mlflow: one run per preset
+    log_gate_runs(report, champion_dir, challenger_dir, promoted)  # python -m pipeline.gate --mlflow: two runs
 
 The store is $MLFLOW_TRACKING_URI, else mlruns.db in `folder` (default: where the command runs),
 with artifacts in folder/mlruns (monitoring.tracking): `mlflow ui --backend-store-uri
@@ -13,6 +14,11 @@ config shows its defaults), the per-epoch
 training curves (history.json, step = epoch), every number of metrics.json as a metric (nested
 names dotted: classifier.test_accuracy, ood.near_ood_auroc), the figures, and the bundle folder
 itself as an artifact.
+
+A gate's two runs (the champion and the challenger, measured on the same pictures) hold the gate's
+rows as metrics; each bundle version is registered once as a version of the registered model
+REGISTERED_MODEL (tagged with its bundle version, its source the bundle folder), and the alias
+`champion` names the version the gate promoted (or, before any promotion, the first champion).
 """
 
 import json
@@ -23,7 +29,8 @@ from pathlib import Path
 
 from monitoring.tracking import open_experiment
 
-BUILD_EXPERIMENT, LADDER_EXPERIMENT = "builds", "model ladder"
+BUILD_EXPERIMENT, LADDER_EXPERIMENT, GATE_EXPERIMENT = "builds", "model ladder", "gate"
+REGISTERED_MODEL, CHAMPION_ALIAS = "honest-classifier", "champion"
 MAX_PARAM_CHARS = 6000  # MLflow refuses longer parameter values
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits on one log_batch call
 
@@ -86,6 +93,46 @@ def log_ladder_run(preset, row, config, history=None, folder=".", ladder=None):
         raise
     client.set_terminated(run_id)
     return run_id
+
+
+def log_gate_runs(report, champion_dir, challenger_dir, promoted, folder="."):
+    """Log a gate's report (pipeline.gate.compare) as one run per bundle, register both bundles and
+    move the `champion` alias to the challenger when `promoted`; returns {bundle version: model version}."""
+    from mlflow.exceptions import MlflowException
+
+    client, experiment_id = open_experiment(GATE_EXPERIMENT, folder)
+    try:
+        client.get_registered_model(REGISTERED_MODEL)
+    except MlflowException:
+        client.create_registered_model(REGISTERED_MODEL, description="The bundles the learning loop's gate measured.")
+    registered = {version.tags.get("bundle_version"): version.version
+                  for version in client.search_model_versions(f"name='{REGISTERED_MODEL}'")}
+    versions = {}
+    for role, directory in (("champion", champion_dir), ("challenger", challenger_dir)):
+        bundle_version = report[role]
+        run = client.create_run(experiment_id, run_name=f"{role} {bundle_version}", tags={
+            "kind": "gate", "role": role, "bundle_version": bundle_version, "passed": str(report["passed"])})
+        run_id = run.info.run_id
+        try:
+            _log_values(client, run_id, {"bundle": str(Path(directory).resolve()), **flatten(report["tolerances"], "tolerance")},
+                        {row["row"]: row[role] for row in report["rows"] if row[role] is not None}, {})
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id)
+        if bundle_version not in registered:
+            registered[bundle_version] = client.create_model_version(
+                REGISTERED_MODEL, Path(directory).resolve().as_uri(), run_id, tags={"bundle_version": bundle_version}).version
+        versions[bundle_version] = registered[bundle_version]
+    try:
+        client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
+        has_champion = True
+    except MlflowException:
+        has_champion = False
+    if promoted or not has_champion:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION_ALIAS,
+                                          versions[report["challenger" if promoted else "champion"]])
+    return versions
 
 
 def flatten(value, prefix=""):

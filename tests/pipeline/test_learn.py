@@ -106,3 +106,29 @@ def test_a_challenger_taught_wrong_labels_is_refused_and_the_champion_keeps_serv
             registry.promote(version_dir.name)
     finally:
         registry.close()
+
+
+def test_the_gate_logs_both_bundles_to_mlflow_and_moves_the_champion_alias(learnt, smoke_bundle, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the MLflow extra is not installed (pip install -r requirements-mlflow.txt)")
+    from mlflow.tracking import MlflowClient
+
+    from monitoring.tracking import tracking_uri
+    from pipeline.tracking import CHAMPION_ALIAS, GATE_EXPERIMENT, REGISTERED_MODEL, log_gate_runs
+    from tests.monitoring.test_tracking import search_runs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    version_dir = learnt[0]
+    report = json.loads((version_dir / GATE_FILE).read_text())
+    client = MlflowClient(tracking_uri(tmp_path))
+    first = log_gate_runs(report, smoke_bundle[0], version_dir, promoted=False, folder=tmp_path)
+    assert set(first) == {report["champion"], report["challenger"]} and len(set(first.values())) == 2
+    # Before any promotion the alias names the champion; a promotion moves it; a bundle is registered once.
+    assert client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS).version == first[report["champion"]]
+    assert log_gate_runs(report, smoke_bundle[0], version_dir, promoted=True, folder=tmp_path) == first
+    champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
+    assert champion.version == first[report["challenger"]] and champion.tags["bundle_version"] == version_dir.name
+    runs = search_runs(tracking_uri(tmp_path), GATE_EXPERIMENT)
+    assert len(runs) == 4 and set(runs["tags.role"]) == {"champion", "challenger"}
+    rows = {row["row"]: row for row in report["rows"]}
+    challenger_runs = runs[runs["tags.role"] == "challenger"]
+    assert np.allclose(challenger_runs["metrics.cifar10_accuracy"], rows["cifar10_accuracy"]["challenger"])
