@@ -9,7 +9,7 @@ The learning pictures are the corrections store's accepted votes (service.correc
 labels and the ImageNet fallback's sure answers), one per picture. A fixed fraction of them, chosen
 by their hash (so the same picture is always on the same side), is held out for the gate
 (pipeline.gate), never trained on. Then, in minutes on a CPU:
-1. the CNN is fine-tuned on the rest with a replay of the original training split (classifier.fine_tune);
+1. the CNN is fine-tuned on the rest with a replay of the training split (classifier.fine_tune);
 2. it is exported (model.keras, model.tflite) into a new folder, a copy of the champion's;
 3. its temperature is refitted on the validation split;
 4. the build's own stages refit what reads the features: the OOD detector (the champion's kind,
